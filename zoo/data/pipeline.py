@@ -1,0 +1,160 @@
+"""grain pipelines over TFDS data sources: seeded, per-process, resumable.
+
+The order of examples depends only on (seed, epoch): indices 0..N-1 are
+shuffled by grain with the seed, reshuffled each epoch, and cut into *global*
+batches; process p of P reads rows [p*B/P, (p+1)*B/P) of each global batch.
+So the global batch at step s is the same whatever the process count, and
+each process reads only its own rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterator, Mapping, Sequence
+
+import grain
+import jax
+import ml_collections
+import numpy as np
+import tensorflow_datasets as tfds
+
+from zoo.data.prepare import prepare
+
+Batch = dict[str, np.ndarray]
+
+
+class ArraySource:
+  """A grain random-access source over in-memory arrays (one row per record)."""
+
+  def __init__(self, columns: Mapping[str, np.ndarray]):
+    self.columns = dict(columns)
+    lengths = {len(v) for v in self.columns.values()}
+    if len(lengths) != 1:
+      raise ValueError(f'Columns have different lengths: {lengths}')
+    self._length = lengths.pop()
+
+  @classmethod
+  def load(cls, source: Sequence[Mapping[str, Any]], chunk: int = 4096) -> 'ArraySource':
+    """Reads every record of `source` once into stacked numpy arrays."""
+    parts = [stack_records(source.__getitems__(range(start, min(start + chunk, len(source)))))
+             for start in range(0, len(source), chunk)]
+    return cls({key: np.concatenate([p[key] for p in parts]) for key in parts[0]})
+
+  def __len__(self) -> int:
+    return self._length
+
+  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    return {key: value[index] for key, value in self.columns.items()}
+
+  def __getitems__(self, indices: Sequence[int]) -> Batch:
+    indices = np.asarray(indices)
+    return {key: value[indices] for key, value in self.columns.items()}
+
+
+def stack_records(records: Sequence[Mapping[str, Any]] | Batch) -> Batch:
+  """A list of feature dicts (or an already stacked dict) -> dict of arrays [B, ...]."""
+  if isinstance(records, Mapping):
+    return dict(records)
+  return {key: np.stack([np.asarray(r[key]) for r in records]) for key in records[0]}
+
+
+def to_model_inputs(batch: Batch) -> Batch:
+  """uint8 images -> float32 in [0, 1]; integer labels -> int32."""
+  out = dict(batch)
+  if 'image' in out and out['image'].dtype == np.uint8:
+    out['image'] = out['image'].astype(np.float32) / np.float32(255.0)
+  if 'label' in out:
+    out['label'] = out['label'].astype(np.int32)
+  return out
+
+
+@dataclasses.dataclass
+class _ReadRows:
+  """Maps a global batch of indices to this process's rows, read and preprocessed."""
+  source: Any
+  rows: slice
+
+  def __call__(self, global_indices: np.ndarray) -> Batch:
+    return to_model_inputs(stack_records(self.source.__getitems__(global_indices[self.rows].tolist())))
+
+
+@dataclasses.dataclass
+class Pipeline:
+  """Train and eval input for one dataset, split per process.
+
+  Attributes:
+    sources: split name -> random-access source of feature dicts.
+    train_split: the split `train_iterator` draws from.
+    global_batch_size: examples per step over all processes (B).
+    seed: fixes the shuffle of every epoch.
+    process_index, process_count: this process and how many read in total.
+    num_threads: grain read/prefetch threads for the train iterator.
+  """
+  sources: dict[str, Any]
+  train_split: str
+  global_batch_size: int
+  seed: int
+  process_index: int = 0
+  process_count: int = 1
+  num_threads: int = 0
+
+  def __post_init__(self):
+    if self.global_batch_size % self.process_count:
+      raise ValueError(f'batch_size {self.global_batch_size} is not divisible by the '
+                       f'{self.process_count} processes; pick a multiple of {self.process_count}.')
+    per_process = self.global_batch_size // self.process_count
+    self.local_rows = slice(self.process_index * per_process, (self.process_index + 1) * per_process)
+
+  @property
+  def steps_per_epoch(self) -> int:
+    return len(self.sources[self.train_split]) // self.global_batch_size
+
+  def train_iterator(self) -> grain.DatasetIterator:
+    """Endless iterator of local batches {'image': f32[b, ...], 'label': i32[b]}.
+
+    Has `get_state()`/`set_state()` (and grain's Orbax handler) to resume at
+    the exact batch.
+    """
+    source = self.sources[self.train_split]
+    indices = grain.MapDataset.range(len(source)).shuffle(seed=self.seed).repeat()
+    batches = indices.batch(self.global_batch_size, drop_remainder=True)
+    batches = batches.map(_ReadRows(source, self.local_rows))
+    options = grain.ReadOptions(num_threads=self.num_threads, prefetch_buffer_size=2 * self.num_threads)
+    return iter(batches.to_iter_dataset(options))
+
+  def eval_batches(self, split: str, batch_size: int | None = None) -> Iterator[Batch]:
+    """Every example of `split` once, in order, as local batches of fixed size.
+
+    The last global batch is padded; its padding has `mask` 0 (real rows 1).
+    """
+    source = self.sources[split]
+    size = batch_size or self.global_batch_size
+    for start in range(0, len(source), size):
+      real = np.arange(start, min(start + size, len(source)))
+      indices = np.concatenate([real, np.zeros(size - len(real), dtype=real.dtype)])
+      mask = (np.arange(size) < len(real)).astype(np.float32)
+      batch = _ReadRows(source, self.local_rows)(indices)
+      batch['mask'] = mask[self.local_rows]
+      yield batch
+
+
+def build_pipeline(config: ml_collections.ConfigDict, *, seed: int,
+                   raw_data_dir: str | None = None) -> Pipeline:
+  """Builds the pipeline named by `config` (the `data` section).
+
+  Reads: name, train_split, eval_splits, batch_size, cache_in_memory,
+  num_threads, tfds_dir.
+  """
+  builder = prepare(config.name, raw_data_dir=raw_data_dir, tfds_dir=config.get('tfds_dir'))
+  splits = [config.train_split, *config.eval_splits]
+  unknown = [s for s in splits if s not in builder.info.splits]
+  if unknown:
+    raise ValueError(f'Dataset {config.name!r} has no split {unknown}; it has {sorted(builder.info.splits)}.')
+  sources = {}
+  for split in splits:
+    source = builder.as_data_source(split=split)
+    sources[split] = ArraySource.load(source) if config.cache_in_memory else source
+  return Pipeline(sources=sources, train_split=config.train_split,
+                  global_batch_size=config.batch_size, seed=seed,
+                  process_index=jax.process_index(), process_count=jax.process_count(),
+                  num_threads=config.num_threads)

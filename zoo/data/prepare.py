@@ -1,0 +1,105 @@
+"""Makes a TFDS dataset ready to read: already prepared, built from a local
+copy of its raw files (offline), or downloaded by TFDS.
+
+Local raw files are searched, in order, in: the `raw_data_dir` argument (the
+launcher's `--data_dir`), `$ZOO_DATA_DIR`, `./data`, `../shared/data`; each
+holds one folder per dataset named as TFDS names it (`mnist/`, ...), with the
+files in their original distribution format.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from typing import Sequence
+
+import tensorflow_datasets as tfds
+
+from zoo.data.builders import BUILDERS
+
+RAW_DATA_ENV = 'ZOO_DATA_DIR'
+DEFAULT_RAW_DATA_DIRS = ('./data', '../shared/data')
+
+
+class DataUnavailableError(RuntimeError):
+  """Raised when a dataset can be neither found locally nor downloaded."""
+
+
+def raw_data_dirs(raw_data_dir: str | None = None) -> list[pathlib.Path]:
+  """Local raw-data roots in search order (flag, $ZOO_DATA_DIR, defaults)."""
+  candidates = [raw_data_dir, os.environ.get(RAW_DATA_ENV), *DEFAULT_RAW_DATA_DIRS]
+  return [pathlib.Path(c).expanduser().resolve() for c in candidates if c]
+
+
+def builder_class(name: str) -> type[tfds.core.GeneratorBasedBuilder]:
+  """The TF-free builder for TFDS dataset `name`, or a ValueError naming the known ones."""
+  if name not in BUILDERS:
+    raise ValueError(
+        f'Unknown dataset {name!r}. zoo can prepare: {", ".join(sorted(BUILDERS))}. '
+        'Set config.data.name to one of them.')
+  return BUILDERS[name]
+
+
+def _missing_files(folder: pathlib.Path, filenames: Sequence[str]) -> list[str]:
+  return [f for f in filenames if not (folder / f).is_file()]
+
+
+def prepare(name: str, *, raw_data_dir: str | None = None, tfds_dir: str | None = None,
+            allow_download: bool = True) -> tfds.core.DatasetBuilder:
+  """Prepares TFDS dataset `name` as array_record and returns its builder.
+
+  Args:
+    name: TFDS dataset name, e.g. 'mnist'.
+    raw_data_dir: first folder to search for local raw files (`--data_dir`).
+    tfds_dir: where TFDS keeps prepared datasets (None: TFDS's default,
+      `$TFDS_DATA_DIR` or ~/tensorflow_datasets).
+    allow_download: try TFDS's download when no local copy is found.
+
+  Raises:
+    DataUnavailableError: no local copy, download impossible or failed, or a
+      local file whose checksum does not match TFDS's registered one.
+  """
+  builder = builder_class(name)(data_dir=tfds_dir, file_format='array_record')
+  if builder.is_prepared():
+    return builder
+  filenames = list(builder.RAW_FILES.values())
+  searched = raw_data_dirs(raw_data_dir)
+  incomplete = {}
+  for root in searched:
+    folder = root / name
+    missing = _missing_files(folder, filenames)
+    if not missing:
+      _download_and_prepare(builder, manual_dir=folder)
+      return builder
+    if len(missing) < len(filenames):
+      incomplete[folder] = missing
+  download_error = None
+  if allow_download:
+    try:
+      _download_and_prepare(builder, manual_dir=None)
+      return builder
+    except DataUnavailableError:
+      raise
+    except Exception as error:  # network and HTTP errors take many forms
+      download_error = error
+  lines = [f'Dataset {name!r} is not prepared in {builder.data_dir}, and no local copy of its raw files was found.']
+  if download_error is not None:
+    lines.append(f'Downloading with TFDS failed: {type(download_error).__name__}: {str(download_error)[:300]}')
+  for folder, missing in incomplete.items():
+    lines.append(f'{folder} is incomplete; missing: {", ".join(missing)}')
+  lines.append(f'Fix: put {", ".join(filenames)} into {searched[0] / name}/ '
+               f'(or into <dir>/{name}/ and pass --data_dir=<dir> or set ${RAW_DATA_ENV}). '
+               f'Folders searched: {", ".join(str(d) for d in searched)}. '
+               f'Originals: {builder.URL}')
+  raise DataUnavailableError('\n'.join(lines))
+
+
+def _download_and_prepare(builder: tfds.core.DatasetBuilder, manual_dir: pathlib.Path | None) -> None:
+  try:
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+  except tfds.download.NonMatchingChecksumError as error:
+    where = f'in {manual_dir}' if manual_dir else 'downloaded'
+    raise DataUnavailableError(
+        f'A raw file of {builder.name!r} {where} does not match its TFDS checksum; it is corrupt or not '
+        f'the original. Replace it with the original from {builder.URL}.\n{error}') from error
