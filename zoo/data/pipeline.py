@@ -99,15 +99,23 @@ class Pipeline:
   num_threads: int = 0
 
   def __post_init__(self):
-    if self.global_batch_size % self.process_count:
-      raise ValueError(f'batch_size {self.global_batch_size} is not divisible by the '
-                       f'{self.process_count} processes; pick a multiple of {self.process_count}.')
-    per_process = self.global_batch_size // self.process_count
-    self.local_rows = slice(self.process_index * per_process, (self.process_index + 1) * per_process)
+    self.local_rows = self.process_rows(self.global_batch_size)
+
+  def process_rows(self, batch_size: int) -> slice:
+    """The rows of a global batch of `batch_size` that this process reads."""
+    if batch_size % self.process_count:
+      raise ValueError(f'batch size {batch_size} is not divisible by the {self.process_count} '
+                       f'processes; pick a multiple of {self.process_count}.')
+    per_process = batch_size // self.process_count
+    return slice(self.process_index * per_process, (self.process_index + 1) * per_process)
 
   @property
   def steps_per_epoch(self) -> int:
     return len(self.sources[self.train_split]) // self.global_batch_size
+
+  def example_batch(self) -> Batch:
+    """One preprocessed record of the train split as a batch of 1 (for shapes)."""
+    return _ReadRows(self.sources[self.train_split], slice(0, 1))(np.zeros(1, np.int64))
 
   def train_iterator(self) -> grain.DatasetIterator:
     """Endless iterator of local batches {'image': f32[b, ...], 'label': i32[b]}.
@@ -122,19 +130,19 @@ class Pipeline:
     options = grain.ReadOptions(num_threads=self.num_threads, prefetch_buffer_size=2 * self.num_threads)
     return iter(batches.to_iter_dataset(options))
 
-  def eval_batches(self, split: str, batch_size: int | None = None) -> Iterator[Batch]:
+  def eval_batches(self, split: str, batch_size: int) -> Iterator[Batch]:
     """Every example of `split` once, in order, as local batches of fixed size.
 
     The last global batch is padded; its padding has `mask` 0 (real rows 1).
     """
     source = self.sources[split]
-    size = batch_size or self.global_batch_size
-    for start in range(0, len(source), size):
-      real = np.arange(start, min(start + size, len(source)))
-      indices = np.concatenate([real, np.zeros(size - len(real), dtype=real.dtype)])
-      mask = (np.arange(size) < len(real)).astype(np.float32)
-      batch = _ReadRows(source, self.local_rows)(indices)
-      batch['mask'] = mask[self.local_rows]
+    rows = self.process_rows(batch_size)
+    for start in range(0, len(source), batch_size):
+      real = np.arange(start, min(start + batch_size, len(source)))
+      indices = np.concatenate([real, np.zeros(batch_size - len(real), dtype=real.dtype)])
+      mask = (np.arange(batch_size) < len(real)).astype(np.float32)
+      batch = _ReadRows(source, rows)(indices)
+      batch['mask'] = mask[rows]
       yield batch
 
 
@@ -142,11 +150,11 @@ def build_pipeline(config: ml_collections.ConfigDict, *, seed: int,
                    raw_data_dir: str | None = None) -> Pipeline:
   """Builds the pipeline named by `config` (the `data` section).
 
-  Reads: name, train_split, eval_splits, batch_size, cache_in_memory,
-  num_threads, tfds_dir.
+  Reads: name, train_split, eval_split, test_split, batch_size,
+  cache_in_memory, num_threads, tfds_dir.
   """
   builder = prepare(config.name, raw_data_dir=raw_data_dir, tfds_dir=config.get('tfds_dir'))
-  splits = [config.train_split, *config.eval_splits]
+  splits = list(dict.fromkeys([config.train_split, config.eval_split, config.test_split]))
   unknown = [s for s in splits if s not in builder.info.splits]
   if unknown:
     raise ValueError(f'Dataset {config.name!r} has no split {unknown}; it has {sorted(builder.info.splits)}.')

@@ -1,0 +1,32 @@
+"""Trains a zoo config and prints its test accuracy.
+
+  python experiments/train.py --config=experiments/configs/mnist_cnn.py --workdir=runs/mnist_cnn \
+      [--config.optimizer.learning_rate=0.05] [--data_dir=/path/to/raw/data]
+
+Re-running with the same --workdir resumes from its latest checkpoint.
+"""
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from zoo.train.loop import train_and_evaluate
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (a .py with get_config()).',
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Run folder: config, metrics, TensorBoard events, checkpoints.')
+_DATA_DIR = flags.DEFINE_string('data_dir', None, 'Folder with raw dataset files, one sub-folder per dataset '
+                                '(searched before $ZOO_DATA_DIR, ./data, ../shared/data).')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  logging.set_verbosity(logging.WARNING)
+  result = train_and_evaluate(_CONFIG.value, _WORKDIR.value, raw_data_dir=_DATA_DIR.value)
+  print(f'test accuracy: {100 * result["accuracy"]:.2f}%  (test loss {result["loss"]:.4f}, '
+        f'{result["step"]} steps, {result["wall_s"]:.0f} s) -> {_WORKDIR.value}')
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,26 @@
+"""Building a named dataclass (model, task) from a config section."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import ml_collections
+
+
+def construct(registry: Mapping[str, type], config: ml_collections.ConfigDict, kind: str, **extra: Any):
+  """Instantiates registry[config.name] with config's other keys as fields.
+
+  Raises a ValueError that names the known names or the valid options.
+  """
+  kwargs = config.to_dict()
+  name = kwargs.pop('name', None)
+  if name not in registry:
+    raise ValueError(f'Unknown {kind} {name!r}; set config.{kind}.name to one of: {", ".join(sorted(registry))}.')
+  cls = registry[name]
+  fields = {f.name for f in dataclasses.fields(cls)} - {'parent', 'name', *extra}
+  unknown = sorted(set(kwargs) - fields)
+  if unknown:
+    raise ValueError(f'{kind} {name!r} has no option {", ".join(unknown)} '
+                     f'(config.{kind}.{unknown[0]}); its options are: {", ".join(sorted(fields))}.')
+  return cls(**kwargs, **extra)

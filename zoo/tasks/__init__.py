@@ -1,0 +1,21 @@
+"""What a model is trained for: a loss with train metrics, and eval sums."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import ml_collections
+
+from zoo.registry import construct
+from zoo.tasks.classification import Classification
+
+TASKS = {
+    'classification': Classification,
+}
+
+
+def build(config: ml_collections.ConfigDict, model: nn.Module):
+  """config.name picks the task; other keys are its options."""
+  return construct(TASKS, config, 'task', model=model)
+
+
+__all__ = ['Classification', 'TASKS', 'build']

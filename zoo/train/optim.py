@@ -1,0 +1,105 @@
+"""Optax optimizer and learning-rate schedule from a config.
+
+The optimizer is one chain, in this order:
+  clip_by_global_norm -> coupled penalties (L2, L1, added to the gradient)
+  -> the method's scaling (sgd, momentum, nesterov, adam, adamw, rmsprop)
+  -> decoupled weight decay -> -learning_rate(step).
+Penalties and weight decay use a mask: 'all' params, or 'kernels' (params
+with ndim >= 2, which leaves out biases and norm scales).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+SCHEDULES = ('constant', 'exponential', 'piecewise', 'warmup_cosine')
+OPTIMIZERS = ('sgd', 'momentum', 'nesterov', 'adam', 'adamw', 'rmsprop')
+
+
+def build_schedule(config: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
+  """step -> learning rate. config: learning_rate, schedule and its options.
+
+  constant; exponential (decay_rate every decay_steps, staircase);
+  piecewise (boundaries as fractions of total_steps or steps, scales);
+  warmup_cosine (warmup_steps linear from 0, cosine to end_learning_rate).
+  """
+  lr = config.learning_rate
+  name = config.get('schedule', 'constant')
+  if name == 'constant':
+    return optax.constant_schedule(lr)
+  if name == 'exponential':
+    return optax.exponential_decay(lr, transition_steps=config.decay_steps, decay_rate=config.decay_rate,
+                                   staircase=config.get('staircase', False))
+  if name == 'piecewise':
+    boundaries = [int(b * total_steps) if 0 < b < 1 else int(b) for b in config.boundaries]
+    return optax.piecewise_constant_schedule(lr, dict(zip(boundaries, config.scales)))
+  if name == 'warmup_cosine':
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=lr, warmup_steps=config.warmup_steps,
+        decay_steps=max(total_steps, config.warmup_steps + 1),
+        end_value=config.get('end_learning_rate', 0.0))
+  raise ValueError(f'Unknown schedule {name!r}; set config.optimizer.schedule to one of: {", ".join(SCHEDULES)}.')
+
+
+def decay_mask(kind: str):
+  """'all' -> None (every param); 'kernels' -> mask fn keeping params with ndim >= 2."""
+  if kind == 'all':
+    return None
+  if kind == 'kernels':
+    return lambda params: jax.tree.map(lambda p: jnp.ndim(p) >= 2, params)
+  raise ValueError(f"Unknown decay mask {kind!r}; set config.optimizer.decay_mask to 'all' or 'kernels'.")
+
+
+def add_l1_penalty(l1: float, mask: Any = None) -> optax.GradientTransformation:
+  """Adds l1 * sign(param) to the gradient (the subgradient of l1 * |param|)."""
+  def update(updates, state, params):
+    if params is None:
+      raise ValueError('add_l1_penalty needs params passed to update().')
+    return jax.tree.map(lambda g, p: g + l1 * jnp.sign(p), updates, params), state
+  transform = optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+  return optax.masked(transform, mask) if mask is not None else transform
+
+
+def _scaling(config: ml_collections.ConfigDict) -> list[optax.GradientTransformation]:
+  name = config.name
+  if name == 'sgd':
+    return []
+  if name in ('momentum', 'nesterov'):
+    return [optax.trace(decay=config.get('momentum', 0.9), nesterov=name == 'nesterov')]
+  if name in ('adam', 'adamw'):
+    return [optax.scale_by_adam(b1=config.get('b1', 0.9), b2=config.get('b2', 0.999), eps=config.get('eps', 1e-8))]
+  if name == 'rmsprop':
+    scaling = [optax.scale_by_rms(decay=config.get('decay', 0.9), eps=config.get('eps', 1e-8))]
+    if config.get('momentum', 0.0):
+      scaling.append(optax.trace(decay=config.momentum))
+    return scaling
+  raise ValueError(f'Unknown optimizer {name!r}; set config.optimizer.name to one of: {", ".join(OPTIMIZERS)}.')
+
+
+def build(config: ml_collections.ConfigDict, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """Returns (optax transform, learning-rate schedule) for `config` (the optimizer section).
+
+  Keys: name, learning_rate, schedule (+ its options), momentum, b1, b2, eps,
+  decay, grad_clip_norm, weight_decay (decoupled; 'adamw' defaults to 1e-4),
+  l2, l1, decay_mask ('kernels' or 'all').
+  """
+  schedule = build_schedule(config, total_steps)
+  mask = decay_mask(config.get('decay_mask', 'kernels'))
+  chain = []
+  if config.get('grad_clip_norm'):
+    chain.append(optax.clip_by_global_norm(config.grad_clip_norm))
+  if config.get('l2'):
+    chain.append(optax.add_decayed_weights(config.l2, mask))
+  if config.get('l1'):
+    chain.append(add_l1_penalty(config.l1, mask))
+  chain.extend(_scaling(config))
+  weight_decay = config.get('weight_decay', 1e-4 if config.name == 'adamw' else 0.0)
+  if weight_decay:
+    chain.append(optax.add_decayed_weights(weight_decay, mask))
+  chain.append(optax.scale_by_learning_rate(schedule))
+  return optax.chain(*chain), schedule
