@@ -1,6 +1,6 @@
 """Input pipelines: TFDS datasets (array_record, no TensorFlow) fed through grain."""
 
 from zoo.data.pipeline import Pipeline, build_pipeline
-from zoo.data.prepare import DataUnavailableError, prepare
+from zoo.data.preparation import DataUnavailableError, prepare
 
 __all__ = ['DataUnavailableError', 'Pipeline', 'build_pipeline', 'prepare']

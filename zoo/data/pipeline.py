@@ -10,15 +10,18 @@ each process reads only its own rows.
 from __future__ import annotations
 
 import dataclasses
+import os
+import pathlib
+import re
 from typing import Any, Iterator, Mapping, Sequence
 
 import grain
+from absl import logging
 import jax
 import ml_collections
 import numpy as np
-import tensorflow_datasets as tfds
 
-from zoo.data.prepare import prepare
+from zoo.data.preparation import prepare
 
 Batch = dict[str, np.ndarray]
 
@@ -34,11 +37,29 @@ class ArraySource:
     self._length = lengths.pop()
 
   @classmethod
-  def load(cls, source: Sequence[Mapping[str, Any]], chunk: int = 4096) -> 'ArraySource':
-    """Reads every record of `source` once into stacked numpy arrays."""
+  def load(cls, source: Sequence[Mapping[str, Any]], cache_path: pathlib.Path | None = None,
+           chunk: int = 4096) -> 'ArraySource':
+    """Reads every record of `source` once into stacked numpy arrays.
+
+    With `cache_path`, the decoded arrays are kept there (.npz) and reused
+    while they hold as many rows as `source`; an unwritable place is skipped.
+    """
+    if cache_path is not None and cache_path.exists():
+      with np.load(cache_path) as cached:
+        columns = {key: cached[key] for key in cached.files}
+      if all(len(v) == len(source) for v in columns.values()):
+        return cls(columns)
     parts = [stack_records(source.__getitems__(range(start, min(start + chunk, len(source)))))
              for start in range(0, len(source), chunk)]
-    return cls({key: np.concatenate([p[key] for p in parts]) for key in parts[0]})
+    columns = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+    if cache_path is not None:
+      try:
+        partial = cache_path.with_name(f'{cache_path.stem}.{os.getpid()}.partial.npz')
+        np.savez(partial, **columns)
+        partial.replace(cache_path)
+      except OSError as error:
+        logging.warning('Not caching decoded data at %s: %s', cache_path, error)
+    return cls(columns)
 
   def __len__(self) -> int:
     return self._length
@@ -161,7 +182,10 @@ def build_pipeline(config: ml_collections.ConfigDict, *, seed: int,
   sources = {}
   for split in splits:
     source = builder.as_data_source(split=split)
-    sources[split] = ArraySource.load(source) if config.cache_in_memory else source
+    if config.cache_in_memory:
+      cache_path = pathlib.Path(builder.data_dir) / f'zoo-decoded-{re.sub(r"[^A-Za-z0-9_.-]", "_", split)}.npz'
+      source = ArraySource.load(source, cache_path)
+    sources[split] = source
   return Pipeline(sources=sources, train_split=config.train_split,
                   global_batch_size=config.batch_size, seed=seed,
                   process_index=jax.process_index(), process_count=jax.process_count(),

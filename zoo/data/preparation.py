@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import os
 import pathlib
+import socket
+import urllib.parse
 from typing import Sequence
 
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
 
 from zoo.data.builders import BUILDERS
 
@@ -76,6 +79,7 @@ def prepare(name: str, *, raw_data_dir: str | None = None, tfds_dir: str | None 
   download_error = None
   if allow_download:
     try:
+      check_reachable(builder.URL)
       _download_and_prepare(builder, manual_dir=None)
       return builder
     except DataUnavailableError:
@@ -84,7 +88,8 @@ def prepare(name: str, *, raw_data_dir: str | None = None, tfds_dir: str | None 
       download_error = error
   lines = [f'Dataset {name!r} is not prepared in {builder.data_dir}, and no local copy of its raw files was found.']
   if download_error is not None:
-    lines.append(f'Downloading with TFDS failed: {type(download_error).__name__}: {str(download_error)[:300]}')
+    lines.append(f'Downloading from {builder.URL} failed (no internet?): '
+                 f'{type(download_error).__name__}: {str(download_error)[:300]}')
   for folder, missing in incomplete.items():
     lines.append(f'{folder} is incomplete; missing: {", ".join(missing)}')
   lines.append(f'Fix: put {", ".join(filenames)} into {searched[0] / name}/ '
@@ -94,11 +99,23 @@ def prepare(name: str, *, raw_data_dir: str | None = None, tfds_dir: str | None 
   raise DataUnavailableError('\n'.join(lines))
 
 
+def check_reachable(url: str, timeout_s: float = 5.0) -> None:
+  """Raises OSError quickly when `url`'s host cannot be reached.
+
+  TFDS retries a failing download for minutes; this turns "no internet" into
+  an immediate, explained error.
+  """
+  parsed = urllib.parse.urlparse(url)
+  port = parsed.port or (443 if parsed.scheme == 'https' else 80)
+  with socket.create_connection((parsed.hostname, port), timeout=timeout_s):
+    pass
+
+
 def _download_and_prepare(builder: tfds.core.DatasetBuilder, manual_dir: pathlib.Path | None) -> None:
   try:
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
-  except tfds.download.NonMatchingChecksumError as error:
+  except NonMatchingChecksumError as error:
     where = f'in {manual_dir}' if manual_dir else 'downloaded'
     raise DataUnavailableError(
         f'A raw file of {builder.name!r} {where} does not match its TFDS checksum; it is corrupt or not '

@@ -1,0 +1,42 @@
+"""Shared fixtures: MNIST prepared once per session from the real raw files."""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+
+import ml_collections
+import pytest
+
+from zoo.data import prepare
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+RAW_DATA_DIR = REPO.parent / 'shared' / 'data'
+
+
+def load_config(name: str) -> ml_collections.ConfigDict:
+  """experiments/configs/<name>.py's get_config()."""
+  spec = importlib.util.spec_from_file_location(name, REPO / 'experiments' / 'configs' / f'{name}.py')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+@pytest.fixture(scope='session')
+def tfds_dir(tmp_path_factory) -> str:
+  """A TFDS data dir holding MNIST, built offline from the raw IDX files."""
+  path = tmp_path_factory.mktemp('tfds')
+  prepare('mnist', raw_data_dir=str(RAW_DATA_DIR), tfds_dir=str(path), allow_download=False)
+  return str(path)
+
+
+@pytest.fixture
+def mnist_config(tfds_dir) -> ml_collections.ConfigDict:
+  """The mnist_cnn config on the session's TFDS dir, cut to a short run."""
+  config = load_config('mnist_cnn')
+  config.data.tfds_dir = tfds_dir
+  config.num_train_steps = 40
+  config.log_every = 10
+  config.eval_every = 20
+  config.checkpoint.every = 20
+  return config

@@ -1,0 +1,162 @@
+"""The data layer on the real MNIST files: offline preparation, grain order, resumption."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import shutil
+import threading
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from tensorflow_datasets.core.download import downloader
+
+from zoo.data import DataUnavailableError, build_pipeline, prepare
+from zoo.data.builders import read_idx
+from zoo.data.pipeline import ArraySource, Pipeline
+
+from conftest import RAW_DATA_DIR
+
+
+def test_prepared_mnist_matches_raw_files(tfds_dir):
+  builder = tfds.builder('mnist', data_dir=tfds_dir)
+  assert builder.info.splits['train'].num_examples == 60000
+  assert builder.info.splits['test'].num_examples == 10000
+  assert builder.info.features['image'].shape == (28, 28, 1)
+  prepared = ArraySource.load(tfds.data_source('mnist', data_dir=tfds_dir, split='test')).columns
+  assert prepared['image'].dtype == np.uint8 and prepared['image'].shape == (10000, 28, 28, 1)
+  raw_images = read_idx(RAW_DATA_DIR / 'mnist' / 't10k-images-idx3-ubyte.gz')
+  raw_labels = read_idx(RAW_DATA_DIR / 'mnist' / 't10k-labels-idx1-ubyte.gz')
+  # TFDS stores records in its own (seeded) order: compare as multisets of (pixels, label).
+  as_set = lambda images, labels: sorted(img.tobytes() + bytes([lab]) for img, lab in zip(images, labels))
+  assert as_set(prepared['image'][..., 0], prepared['label']) == as_set(raw_images, raw_labels)
+
+
+def test_pipeline_batches_have_model_dtypes_and_all_labels(mnist_config):
+  pipeline = build_pipeline(mnist_config.data, seed=0)
+  batch = next(pipeline.train_iterator())
+  assert batch['image'].shape == (128, 28, 28, 1) and batch['image'].dtype == np.float32
+  assert 0.0 <= batch['image'].min() and batch['image'].max() <= 1.0
+  assert batch['label'].dtype == np.int32
+  assert set(np.unique(batch['label'])) == set(range(10))
+  assert pipeline.steps_per_epoch == 60000 // 128
+
+
+def _toy_pipeline(seed, batch_size=5, process_index=0, process_count=1):
+  source = ArraySource({'label': np.arange(10)})
+  return Pipeline(sources={'train': source}, train_split='train', global_batch_size=batch_size, seed=seed,
+                  process_index=process_index, process_count=process_count)
+
+
+def _labels(iterator, n):
+  return np.concatenate([next(iterator)['label'] for _ in range(n)])
+
+
+def test_shuffle_depends_only_on_seed_and_changes_each_epoch():
+  first = _labels(_toy_pipeline(seed=1).train_iterator(), 6)
+  again = _labels(_toy_pipeline(seed=1).train_iterator(), 6)
+  other = _labels(_toy_pipeline(seed=2).train_iterator(), 6)
+  np.testing.assert_array_equal(first, again)
+  assert not np.array_equal(first, other)
+  epochs = first.reshape(3, 10)
+  for epoch in epochs:
+    assert sorted(epoch) == list(range(10))
+  assert not np.array_equal(epochs[0], epochs[1])
+
+
+def test_iterator_state_restores_the_exact_next_batch():
+  iterator = _toy_pipeline(seed=3).train_iterator()
+  _labels(iterator, 7)
+  saved = iterator.get_state()
+  expected = _labels(iterator, 3)
+  resumed = _toy_pipeline(seed=3).train_iterator()
+  resumed.set_state(saved)
+  np.testing.assert_array_equal(_labels(resumed, 3), expected)
+
+
+def test_processes_read_disjoint_rows_of_the_same_global_batch():
+  whole = _labels(_toy_pipeline(seed=4, batch_size=4).train_iterator(), 5).reshape(5, 4)
+  parts = [_labels(_toy_pipeline(seed=4, batch_size=4, process_index=p, process_count=2).train_iterator(), 5)
+           .reshape(5, 2) for p in range(2)]
+  np.testing.assert_array_equal(np.concatenate(parts, axis=1), whole)
+  with pytest.raises(ValueError, match='not divisible by the 3 processes'):
+    _toy_pipeline(seed=4, batch_size=4, process_count=3)
+
+
+def test_eval_batches_cover_every_example_once_with_padding_masked():
+  pipeline = _toy_pipeline(seed=0)
+  batches = list(pipeline.eval_batches('train', batch_size=4))
+  assert [len(b['label']) for b in batches] == [4, 4, 4]
+  mask = np.concatenate([b['mask'] for b in batches])
+  labels = np.concatenate([b['label'] for b in batches])
+  assert mask.sum() == 10
+  np.testing.assert_array_equal(labels[mask == 1], np.arange(10))
+
+
+def test_missing_data_names_the_files_and_where_to_put_them(tmp_path):
+  with pytest.raises(DataUnavailableError) as error:
+    prepare('fashion_mnist', raw_data_dir=str(tmp_path / 'raw'), tfds_dir=str(tmp_path / 'tfds'),
+            allow_download=False)
+  message = str(error.value)
+  assert 'train-images-idx3-ubyte.gz' in message and 't10k-labels-idx1-ubyte.gz' in message
+  assert str(tmp_path / 'raw' / 'fashion_mnist') in message
+  assert not (tmp_path / 'tfds' / 'fashion_mnist' / '3.0.1' / 'dataset_info.json').exists()
+
+
+def test_incomplete_local_copy_lists_the_missing_files(tmp_path):
+  folder = tmp_path / 'raw' / 'fashion_mnist'
+  folder.mkdir(parents=True)
+  shutil.copy(RAW_DATA_DIR / 'fashion_mnist' / 'train-labels-idx1-ubyte.gz', folder)
+  with pytest.raises(DataUnavailableError, match=r'incomplete; missing: train-images-idx3-ubyte.gz'):
+    prepare('fashion_mnist', raw_data_dir=str(tmp_path / 'raw'), tfds_dir=str(tmp_path / 'tfds'),
+            allow_download=False)
+
+
+def test_corrupt_local_file_is_rejected_by_checksum(tmp_path):
+  folder = tmp_path / 'raw' / 'fashion_mnist'
+  shutil.copytree(RAW_DATA_DIR / 'fashion_mnist', folder)
+  labels = folder / 't10k-labels-idx1-ubyte.gz'
+  labels.write_bytes(labels.read_bytes()[:-100])
+  with pytest.raises(DataUnavailableError, match='does not match its TFDS checksum'):
+    prepare('fashion_mnist', raw_data_dir=str(tmp_path / 'raw'), tfds_dir=str(tmp_path / 'tfds'))
+  assert labels.exists()
+
+
+def test_unknown_dataset_names_the_known_ones():
+  with pytest.raises(ValueError, match="Unknown dataset 'mnits'.*mnist"):
+    prepare('mnits')
+
+
+@pytest.fixture
+def fashion_mnist_server(monkeypatch):
+  """Serves the real raw files over HTTP on 127.0.0.1, in place of the dataset's host."""
+  handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(RAW_DATA_DIR / 'fashion_mnist'))
+  server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+  threading.Thread(target=server.serve_forever, daemon=True).start()
+  local = f'http://127.0.0.1:{server.server_port}/'
+  origin = tfds.image_classification.FashionMNIST.URL
+  requested = []
+  real_open_url = downloader._open_url
+
+  def open_local(url, **kwargs):
+    requested.append(url)
+    return real_open_url(url.replace(origin, local), **kwargs)
+
+  monkeypatch.setattr(downloader, '_open_url', open_local)
+  monkeypatch.setattr('zoo.data.preparation.check_reachable', lambda url: None)
+  yield requested
+  server.shutdown()
+
+
+def test_download_road_goes_through_tfds_and_builds_the_same_dataset(tmp_path, fashion_mnist_server):
+  downloaded = prepare('fashion_mnist', raw_data_dir=str(tmp_path / 'none'), tfds_dir=str(tmp_path / 'online'))
+  assert len(fashion_mnist_server) == 4
+  offline = prepare('fashion_mnist', raw_data_dir=str(RAW_DATA_DIR), tfds_dir=str(tmp_path / 'offline'))
+  assert downloaded.info.features.to_json() == offline.info.features.to_json()
+  for split in ('train', 'test'):
+    assert downloaded.info.splits[split].num_examples == offline.info.splits[split].num_examples
+  online_test, offline_test = downloaded.as_data_source('test'), offline.as_data_source('test')
+  for index in (0, 5000, 9999):
+    np.testing.assert_array_equal(online_test[index]['image'], offline_test[index]['image'])
+    assert online_test[index]['label'] == offline_test[index]['label']
