@@ -6,9 +6,12 @@
 Re-running with the same --workdir resumes from its latest checkpoint.
 """
 
+import sys
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from zoo.errors import UserError
 from zoo.train.loop import train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (a .py with get_config()).',
@@ -23,7 +26,10 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
   logging.set_verbosity(logging.WARNING)
-  result = train_and_evaluate(_CONFIG.value, _WORKDIR.value, raw_data_dir=_DATA_DIR.value)
+  try:
+    result = train_and_evaluate(_CONFIG.value, _WORKDIR.value, raw_data_dir=_DATA_DIR.value)
+  except UserError as error:
+    sys.exit(f'error: {error}')
   print(f'test accuracy: {100 * result["accuracy"]:.2f}%  (test loss {result["loss"]:.4f}, '
         f'{result["step"]} steps, {result["wall_s"]:.0f} s) -> {_WORKDIR.value}')
 

@@ -7,20 +7,22 @@ from typing import Any, Mapping
 
 import ml_collections
 
+from zoo.errors import ConfigError
+
 
 def construct(registry: Mapping[str, type], config: ml_collections.ConfigDict, kind: str, **extra: Any):
   """Instantiates registry[config.name] with config's other keys as fields.
 
-  Raises a ValueError that names the known names or the valid options.
+  Raises a ConfigError that names the known names or the valid options.
   """
   kwargs = config.to_dict()
   name = kwargs.pop('name', None)
   if name not in registry:
-    raise ValueError(f'Unknown {kind} {name!r}; set config.{kind}.name to one of: {", ".join(sorted(registry))}.')
+    raise ConfigError(f'Unknown {kind} {name!r}; set config.{kind}.name to one of: {", ".join(sorted(registry))}.')
   cls = registry[name]
   fields = {f.name for f in dataclasses.fields(cls)} - {'parent', 'name', *extra}
   unknown = sorted(set(kwargs) - fields)
   if unknown:
-    raise ValueError(f'{kind} {name!r} has no option {", ".join(unknown)} '
+    raise ConfigError(f'{kind} {name!r} has no option {", ".join(unknown)} '
                      f'(config.{kind}.{unknown[0]}); its options are: {", ".join(sorted(fields))}.')
   return cls(**kwargs, **extra)

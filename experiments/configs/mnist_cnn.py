@@ -9,7 +9,8 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.data = ml_collections.ConfigDict(dict(
       name='mnist', train_split='train', eval_split='test', test_split='test',
-      batch_size=128, eval_batch_size=1000, cache_in_memory=True, num_threads=0, tfds_dir=None))
+      batch_size=128, eval_batch_size=1000, cache_in_memory=True, num_threads=0,
+      tfds_dir=ml_collections.config_dict.placeholder(str)))
   config.model = ml_collections.ConfigDict(dict(
       name='cnn', num_classes=10, features=(32, 64), hidden=256, dropout_rate=0.0))
   config.task = ml_collections.ConfigDict(dict(name='classification', label_smoothing=0.0))

@@ -18,6 +18,8 @@ import PIL.Image
 import tensorflow_datasets as tfds
 from tensorflow_datasets.image_classification import mnist as tfds_mnist
 
+from zoo.errors import DataUnavailableError
+
 
 def read_idx(path) -> np.ndarray:
   """Reads a gzipped IDX file (the MNIST format) into a uint8/int array."""
@@ -57,7 +59,8 @@ class _IdxImageClassification:
     images = read_idx(images_path)
     labels = read_idx(labels_path).astype(np.int64)
     if len(images) != len(labels):
-      raise ValueError(f'{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels.')
+      raise DataUnavailableError(f'{images_path} has {len(images)} images but {labels_path} has {len(labels)} '
+                                 'labels; replace both with the original files.')
     for index, (image, label) in enumerate(zip(images, labels)):
       yield index, {'image': encode_png(image), 'label': label}
 

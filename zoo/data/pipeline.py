@@ -22,6 +22,7 @@ import ml_collections
 import numpy as np
 
 from zoo.data.preparation import prepare
+from zoo.errors import ConfigError
 
 Batch = dict[str, np.ndarray]
 
@@ -125,7 +126,7 @@ class Pipeline:
   def process_rows(self, batch_size: int) -> slice:
     """The rows of a global batch of `batch_size` that this process reads."""
     if batch_size % self.process_count:
-      raise ValueError(f'batch size {batch_size} is not divisible by the {self.process_count} '
+      raise ConfigError(f'batch size {batch_size} is not divisible by the {self.process_count} '
                        f'processes; pick a multiple of {self.process_count}.')
     per_process = batch_size // self.process_count
     return slice(self.process_index * per_process, (self.process_index + 1) * per_process)
@@ -178,7 +179,7 @@ def build_pipeline(config: ml_collections.ConfigDict, *, seed: int,
   splits = list(dict.fromkeys([config.train_split, config.eval_split, config.test_split]))
   unknown = [s for s in splits if s not in builder.info.splits]
   if unknown:
-    raise ValueError(f'Dataset {config.name!r} has no split {unknown}; it has {sorted(builder.info.splits)}.')
+    raise ConfigError(f'Dataset {config.name!r} has no split {unknown}; it has {sorted(builder.info.splits)}.')
   sources = {}
   for split in splits:
     source = builder.as_data_source(split=split)

@@ -19,13 +19,10 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
 
 from zoo.data.builders import BUILDERS
+from zoo.errors import ConfigError, DataUnavailableError
 
 RAW_DATA_ENV = 'ZOO_DATA_DIR'
 DEFAULT_RAW_DATA_DIRS = ('./data', '../shared/data')
-
-
-class DataUnavailableError(RuntimeError):
-  """Raised when a dataset can be neither found locally nor downloaded."""
 
 
 def raw_data_dirs(raw_data_dir: str | None = None) -> list[pathlib.Path]:
@@ -35,9 +32,9 @@ def raw_data_dirs(raw_data_dir: str | None = None) -> list[pathlib.Path]:
 
 
 def builder_class(name: str) -> type[tfds.core.GeneratorBasedBuilder]:
-  """The TF-free builder for TFDS dataset `name`, or a ValueError naming the known ones."""
+  """The TF-free builder for TFDS dataset `name`, or a ConfigError naming the known ones."""
   if name not in BUILDERS:
-    raise ValueError(
+    raise ConfigError(
         f'Unknown dataset {name!r}. zoo can prepare: {", ".join(sorted(BUILDERS))}. '
         'Set config.data.name to one of them.')
   return BUILDERS[name]

@@ -10,6 +10,8 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from zoo.errors import ConfigError
+
 BATCH_AXES = ('data',)
 
 
@@ -22,12 +24,12 @@ def make_mesh(config: ml_collections.ConfigDict, devices: Sequence[jax.Device] |
   names = list(config.axes.keys())
   sizes = list(config.axes.values())
   if sizes.count(-1) > 1:
-    raise ValueError(f'config.mesh.axes {dict(config.axes)}: at most one axis may be -1.')
+    raise ConfigError(f'config.mesh.axes {dict(config.axes)}: at most one axis may be -1.')
   known = int(np.prod([s for s in sizes if s != -1]))
   if -1 in sizes:
     sizes[sizes.index(-1)] = len(devices) // known
   if int(np.prod(sizes)) != len(devices):
-    raise ValueError(f'config.mesh.axes {dict(config.axes)} needs {int(np.prod(sizes))} devices, '
+    raise ConfigError(f'config.mesh.axes {dict(config.axes)} needs {int(np.prod(sizes))} devices, '
                      f'but there are {len(devices)}; make the sizes multiply to {len(devices)} or use -1.')
   return Mesh(np.asarray(devices).reshape(sizes), names)
 

@@ -9,12 +9,10 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 
+from zoo.errors import CheckpointMismatchError
+
 # Config sections that decide the shapes and meaning of the saved state.
 STATE_DEFINING_SECTIONS = ('model', 'task')
-
-
-class CheckpointMismatchError(ValueError):
-  """The workdir holds a checkpoint made for a different model or task."""
 
 
 def _flatten(tree: Any, prefix: str = '') -> dict[str, Any]:

@@ -17,6 +17,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from zoo.errors import ConfigError
+
 SCHEDULES = ('constant', 'exponential', 'piecewise', 'warmup_cosine')
 OPTIMIZERS = ('sgd', 'momentum', 'nesterov', 'adam', 'adamw', 'rmsprop')
 
@@ -43,7 +45,7 @@ def build_schedule(config: ml_collections.ConfigDict, total_steps: int) -> optax
         init_value=0.0, peak_value=lr, warmup_steps=config.warmup_steps,
         decay_steps=max(total_steps, config.warmup_steps + 1),
         end_value=config.get('end_learning_rate', 0.0))
-  raise ValueError(f'Unknown schedule {name!r}; set config.optimizer.schedule to one of: {", ".join(SCHEDULES)}.')
+  raise ConfigError(f'Unknown schedule {name!r}; set config.optimizer.schedule to one of: {", ".join(SCHEDULES)}.')
 
 
 def decay_mask(kind: str):
@@ -52,7 +54,7 @@ def decay_mask(kind: str):
     return None
   if kind == 'kernels':
     return lambda params: jax.tree.map(lambda p: jnp.ndim(p) >= 2, params)
-  raise ValueError(f"Unknown decay mask {kind!r}; set config.optimizer.decay_mask to 'all' or 'kernels'.")
+  raise ConfigError(f"Unknown decay mask {kind!r}; set config.optimizer.decay_mask to 'all' or 'kernels'.")
 
 
 def add_l1_penalty(l1: float, mask: Any = None) -> optax.GradientTransformation:
@@ -78,7 +80,7 @@ def _scaling(config: ml_collections.ConfigDict) -> list[optax.GradientTransforma
     if config.get('momentum', 0.0):
       scaling.append(optax.trace(decay=config.momentum))
     return scaling
-  raise ValueError(f'Unknown optimizer {name!r}; set config.optimizer.name to one of: {", ".join(OPTIMIZERS)}.')
+  raise ConfigError(f'Unknown optimizer {name!r}; set config.optimizer.name to one of: {", ".join(OPTIMIZERS)}.')
 
 
 def build(config: ml_collections.ConfigDict, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
