@@ -22,6 +22,21 @@ _DATA_DIR = flags.DEFINE_string('data_dir', None, 'Folder with raw dataset files
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing with one-line errors, also for unknown --config.* keys."""
+  try:
+    argv = flags.FLAGS(argv)
+    _CONFIG.value.keys()  # a config file that failed to load raises here rather than in main
+    return argv
+  except OSError as error:
+    sys.exit(f'FATAL Flags parsing error: cannot load the --config file: {" ".join(str(error).split())}')
+  except flags.Error as error:
+    sys.exit(f'FATAL Flags parsing error: {error}')
+  except (KeyError, AttributeError) as error:
+    sys.exit(f'FATAL Flags parsing error: unknown config key {str(error).strip(chr(34))} in a --config.* override; '
+             'the config file lists the valid keys.')
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
@@ -35,4 +50,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -22,6 +22,7 @@ from zoo.data.builders import BUILDERS
 from zoo.errors import ConfigError, DataUnavailableError
 
 RAW_DATA_ENV = 'ZOO_DATA_DIR'
+OFFLINE_ENV = 'ZOO_OFFLINE'
 DEFAULT_RAW_DATA_DIRS = ('./data', '../shared/data')
 
 
@@ -45,7 +46,7 @@ def _missing_files(folder: pathlib.Path, filenames: Sequence[str]) -> list[str]:
 
 
 def prepare(name: str, *, raw_data_dir: str | None = None, tfds_dir: str | None = None,
-            allow_download: bool = True) -> tfds.core.DatasetBuilder:
+            allow_download: bool | None = None) -> tfds.core.DatasetBuilder:
   """Prepares TFDS dataset `name` as array_record and returns its builder.
 
   Args:
@@ -53,7 +54,8 @@ def prepare(name: str, *, raw_data_dir: str | None = None, tfds_dir: str | None 
     raw_data_dir: first folder to search for local raw files (`--data_dir`).
     tfds_dir: where TFDS keeps prepared datasets (None: TFDS's default,
       `$TFDS_DATA_DIR` or ~/tensorflow_datasets).
-    allow_download: try TFDS's download when no local copy is found.
+    allow_download: try TFDS's download when no local copy is found
+      (default: yes, unless $ZOO_OFFLINE is set to a non-empty value).
 
   Raises:
     DataUnavailableError: no local copy, download impossible or failed, or a
@@ -74,6 +76,8 @@ def prepare(name: str, *, raw_data_dir: str | None = None, tfds_dir: str | None 
     if len(missing) < len(filenames):
       incomplete[folder] = missing
   download_error = None
+  if allow_download is None:
+    allow_download = not os.environ.get(OFFLINE_ENV)
   if allow_download:
     try:
       check_reachable(builder.URL)
@@ -83,17 +87,17 @@ def prepare(name: str, *, raw_data_dir: str | None = None, tfds_dir: str | None 
       raise
     except Exception as error:  # network and HTTP errors take many forms
       download_error = error
-  lines = [f'Dataset {name!r} is not prepared in {builder.data_dir}, and no local copy of its raw files was found.']
+  lines = [f'Dataset {name!r} is not prepared in {builder.data_dir} and no local copy of its raw files was found.']
   if download_error is not None:
     lines.append(f'Downloading from {builder.URL} failed (no internet?): '
                  f'{type(download_error).__name__}: {str(download_error)[:300]}')
   for folder, missing in incomplete.items():
-    lines.append(f'{folder} is incomplete; missing: {", ".join(missing)}')
+    lines.append(f'{folder} is incomplete; missing: {", ".join(missing)}.')
   lines.append(f'Fix: put {", ".join(filenames)} into {searched[0] / name}/ '
                f'(or into <dir>/{name}/ and pass --data_dir=<dir> or set ${RAW_DATA_ENV}). '
                f'Folders searched: {", ".join(str(d) for d in searched)}. '
                f'Originals: {builder.URL}')
-  raise DataUnavailableError('\n'.join(lines))
+  raise DataUnavailableError(' '.join(lines))
 
 
 def check_reachable(url: str, timeout_s: float = 5.0) -> None:
@@ -116,4 +120,4 @@ def _download_and_prepare(builder: tfds.core.DatasetBuilder, manual_dir: pathlib
     where = f'in {manual_dir}' if manual_dir else 'downloaded'
     raise DataUnavailableError(
         f'A raw file of {builder.name!r} {where} does not match its TFDS checksum; it is corrupt or not '
-        f'the original. Replace it with the original from {builder.URL}.\n{error}') from error
+        f'the original. Replace it with the original from {builder.URL}. {" ".join(str(error).split())}') from error
