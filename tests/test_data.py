@@ -94,7 +94,14 @@ def test_eval_batches_cover_every_example_once_with_padding_masked():
   np.testing.assert_array_equal(labels[mask == 1], np.arange(10))
 
 
-def test_missing_data_names_the_files_and_where_to_put_them(tmp_path):
+@pytest.fixture
+def no_default_raw_dirs(tmp_path, monkeypatch):
+  """Runs in an empty folder without $ZOO_DATA_DIR, so only the given raw dir is searched."""
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.delenv('ZOO_DATA_DIR', raising=False)
+
+
+def test_missing_data_names_the_files_and_where_to_put_them(tmp_path, no_default_raw_dirs):
   with pytest.raises(DataUnavailableError) as error:
     prepare('fashion_mnist', raw_data_dir=str(tmp_path / 'raw'), tfds_dir=str(tmp_path / 'tfds'),
             allow_download=False)
@@ -104,7 +111,7 @@ def test_missing_data_names_the_files_and_where_to_put_them(tmp_path):
   assert not (tmp_path / 'tfds' / 'fashion_mnist' / '3.0.1' / 'dataset_info.json').exists()
 
 
-def test_incomplete_local_copy_lists_the_missing_files(tmp_path):
+def test_incomplete_local_copy_lists_the_missing_files(tmp_path, no_default_raw_dirs):
   folder = tmp_path / 'raw' / 'fashion_mnist'
   folder.mkdir(parents=True)
   shutil.copy(RAW_DATA_DIR / 'fashion_mnist' / 'train-labels-idx1-ubyte.gz', folder)
@@ -113,7 +120,7 @@ def test_incomplete_local_copy_lists_the_missing_files(tmp_path):
             allow_download=False)
 
 
-def test_corrupt_local_file_is_rejected_by_checksum(tmp_path):
+def test_corrupt_local_file_is_rejected_by_checksum(tmp_path, no_default_raw_dirs):
   folder = tmp_path / 'raw' / 'fashion_mnist'
   shutil.copytree(RAW_DATA_DIR / 'fashion_mnist', folder)
   labels = folder / 't10k-labels-idx1-ubyte.gz'
@@ -149,7 +156,8 @@ def fashion_mnist_server(monkeypatch):
   server.shutdown()
 
 
-def test_download_road_goes_through_tfds_and_builds_the_same_dataset(tmp_path, fashion_mnist_server):
+def test_download_road_goes_through_tfds_and_builds_the_same_dataset(tmp_path, no_default_raw_dirs,
+                                                                   fashion_mnist_server):
   downloaded = prepare('fashion_mnist', raw_data_dir=str(tmp_path / 'none'), tfds_dir=str(tmp_path / 'online'))
   assert len(fashion_mnist_server) == 4
   offline = prepare('fashion_mnist', raw_data_dir=str(RAW_DATA_DIR), tfds_dir=str(tmp_path / 'offline'))
