@@ -45,6 +45,10 @@ def main(argv):
     result = train_and_evaluate(_CONFIG.value, _WORKDIR.value, raw_data_dir=_DATA_DIR.value)
   except UserError as error:
     sys.exit(f'error: {error}')
+  if result.get('preempted'):
+    print(f'Interrupted at step {result["step"]}: saved {result["checkpoint"]}. '
+          'Resume with the same command.')
+    return
   print(f'test accuracy: {100 * result["accuracy"]:.2f}%  (test loss {result["loss"]:.4f}, '
         f'{result["step"]} steps, {result["wall_s"]:.0f} s) -> {_WORKDIR.value}')
 

@@ -18,3 +18,7 @@ class DataUnavailableError(UserError, RuntimeError):
 
 class CheckpointMismatchError(UserError, ValueError):
   """The workdir holds a checkpoint made for a different model or task."""
+
+
+class NonFiniteLossError(UserError, FloatingPointError):
+  """Training produced a non-finite loss or gradient."""

@@ -1,18 +1,32 @@
-"""Orbax checkpoints holding train state, data-iterator position and config."""
+"""Orbax checkpoints holding train state, data-iterator position and config.
+
+A checkpoint is one Orbax step folder with three items: `state` (the
+TrainState, rng and step included), `data` (the grain iterator position) and
+`config` (the resolved config, JSON). Metrics given at save time go into the
+step's metadata, readable without loading arrays. A checkpoint that cannot be
+restored is moved aside into `checkpoints_quarantine/`, never deleted, and the
+previous one is used.
+"""
 
 from __future__ import annotations
 
+import datetime
 import pathlib
-from typing import Any
+import shutil
+from typing import Any, Mapping
 
+from flax import serialization
 import grain
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
+from orbax.checkpoint import checkpoint_managers
 
 from zoo.errors import CheckpointMismatchError
 
 # Config sections that decide the shapes and meaning of the saved state.
 STATE_DEFINING_SECTIONS = ('model', 'task')
+TMP_MARKER = '.orbax-checkpoint-tmp'
 
 
 def _flatten(tree: Any, prefix: str = '') -> dict[str, Any]:
@@ -22,6 +36,20 @@ def _flatten(tree: Any, prefix: str = '') -> dict[str, Any]:
       out.update(_flatten(value, f'{prefix}{key}.'))
     return out
   return {prefix[:-1]: list(tree) if isinstance(tree, tuple) else tree}
+
+
+def _leaf_shapes(tree: Any, prefix: str = '') -> dict[str, tuple[int, ...]]:
+  """{'a/b/c': shape} for a nested mapping/sequence of arrays or array metadata."""
+  if hasattr(tree, 'keys'):
+    items = ((str(k), tree[k]) for k in tree.keys())
+  elif isinstance(tree, (list, tuple)):
+    items = ((str(i), v) for i, v in enumerate(tree))
+  else:
+    return {prefix.rstrip('/'): tuple(getattr(tree, 'shape', ()))}
+  out = {}
+  for key, value in items:
+    out.update(_leaf_shapes(value, f'{prefix}{key}/'))
+  return out
 
 
 def config_diff(saved: dict, current: dict) -> list[str]:
@@ -38,45 +66,139 @@ def config_diff(saved: dict, current: dict) -> list[str]:
 class Checkpointer:
   """Saves and restores {state, data iterator, config} under `<workdir>/checkpoints`.
 
-  Saves are asynchronous; the last `keep` checkpoints are kept.
+  Saves are asynchronous. Kept: the last `keep` checkpoints, plus the best
+  `keep_best` by metric `best_metric` (higher is better when best_mode is
+  'max') among those saved with that metric.
   """
 
-  def __init__(self, workdir: str | pathlib.Path, *, keep: int = 3, async_save: bool = True):
-    self.directory = pathlib.Path(workdir).resolve() / 'checkpoints'
-    self.manager = ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save,
-                                             create=True))
+  def __init__(self, workdir: str | pathlib.Path, *, keep: int = 3, keep_best: int = 0,
+               best_metric: str = 'eval_accuracy', best_mode: str = 'max', async_save: bool = True):
+    workdir = pathlib.Path(workdir).resolve()
+    self.directory = workdir / 'checkpoints'
+    self.quarantine_directory = workdir / 'checkpoints_quarantine'
+    policies = [checkpoint_managers.LatestN(n=keep)]
+    if keep_best:
+      worst = float('-inf') if best_mode == 'max' else float('inf')
+      policies.append(checkpoint_managers.BestN(
+          get_metric_fn=lambda metrics: metrics.get(best_metric, worst), reverse=best_mode == 'max', n=keep_best,
+          keep_checkpoints_without_metrics=False))
+    self._options = ocp.CheckpointManagerOptions(
+        enable_async_checkpointing=async_save, create=True, cleanup_tmp_directories=False,
+        preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies))
+    self._quarantine_unfinished_saves()
+    self.manager = ocp.CheckpointManager(self.directory, options=self._options, item_handlers={
+        'state': ocp.StandardCheckpointHandler(), 'data': grain.checkpoint.CheckpointHandler(),
+        'config': ocp.JsonCheckpointHandler()})
+
+  def _quarantine_unfinished_saves(self) -> None:
+    """Moves aside temporary folders that a crash in the middle of a save left behind."""
+    if jax.process_index() != 0 or not self.directory.exists():
+      return
+    for path in self.directory.iterdir():
+      if TMP_MARKER in path.name:
+        self._move_aside(path, 'a save that never finished')
+
+  def _move_aside(self, path: pathlib.Path, reason: str) -> pathlib.Path:
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%dT%H%M%S%f')
+    target = self.quarantine_directory / f'{path.name}.{stamp}'
+    self.quarantine_directory.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(path), str(target))
+    logging.warning('Moved %s (%s) to %s', path, reason, target)
+    print(f'warning: checkpoint {path} is unusable ({reason}); moved it to {target}')
+    return target
+
+  def quarantine(self, step: int, reason: str) -> pathlib.Path:
+    """Moves checkpoint `step` aside (never deletes it) and forgets it."""
+    target = None
+    if jax.process_index() == 0:
+      target = self._move_aside(self.directory / str(step), reason)
+    self.manager.reload()
+    return target
+
+  def all_steps(self) -> list[int]:
+    return sorted(self.manager.all_steps())
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
-  def check_compatible(self, config: dict) -> None:
-    """Raises CheckpointMismatchError if the latest checkpoint was made by another model/task."""
-    step = self.latest_step()
-    if step is None:
-      return
-    saved = self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config
-    diff = config_diff(saved, config)
-    if diff:
-      raise CheckpointMismatchError(
-          f'{self.directory} holds a checkpoint (step {step}) of a different model/task: ' + '; '.join(diff)
-          + '. Fix: pass a new --workdir to start fresh (nothing in the old one was changed), '
-          'or restore the old config.')
+  def saved_config(self, step: int) -> dict:
+    return self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config
 
-  def save(self, step: int, state: Any, data_iterator: grain.DatasetIterator, config: dict) -> None:
+  def metrics(self, step: int) -> Mapping[str, float] | None:
+    """The metrics saved with checkpoint `step` (no arrays are read)."""
+    return self.manager.metrics(step)
+
+  def check_compatible(self, config: dict) -> None:
+    """Raises CheckpointMismatchError if the newest readable checkpoint was made by another model/task."""
+    for step in reversed(self.all_steps()):
+      try:
+        saved = self.saved_config(step)
+      except Exception:  # unreadable: restore_latest() will move it aside
+        continue
+      diff = config_diff(saved, config)
+      if diff:
+        raise CheckpointMismatchError(
+            f'{self.directory} holds a checkpoint (step {step}) of a different model/task: ' + '; '.join(diff)
+            + '. Fix: pass a new --workdir to start fresh (nothing in the old one was changed), '
+            'or restore the old config.')
+      return
+
+  def save(self, step: int, state: Any, data_iterator: grain.DatasetIterator, config: dict,
+           metrics: Mapping[str, float] | None = None) -> None:
     """Starts an async save of the state, iterator position and config at `step`."""
     self.manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state),
         data=grain.checkpoint.CheckpointSave(data_iterator),
-        config=ocp.args.JsonSave(config)))
+        config=ocp.args.JsonSave(config)), metrics=dict(metrics or {}))
+
+  def param_shape_diff(self, step: int, abstract_state: Any) -> list[str]:
+    """'path: saved shape -> expected shape' for every param (or, without params, leaf) that differs.
+
+    Reads only metadata; raises if the checkpoint's metadata is unreadable.
+    """
+    saved = self.manager.item_metadata(step)['state']
+    expected = serialization.to_state_dict(abstract_state)
+    if 'params' in expected:
+      saved, expected = saved['params'], expected['params']
+    saved, expected = _leaf_shapes(saved), _leaf_shapes(expected)
+    shape = lambda tree, key: tree.get(key, '<absent>')
+    return [f'{key}: {shape(saved, key)} -> {shape(expected, key)}'
+            for key in sorted(set(saved) | set(expected)) if shape(saved, key) != shape(expected, key)]
 
   def restore(self, step: int, abstract_state: Any, data_iterator: grain.DatasetIterator) -> Any:
-    """Restores the state (onto `abstract_state`'s shardings) and the iterator in place."""
+    """Restores the state (onto `abstract_state`'s shardings) and the iterator in place.
+
+    Raises CheckpointMismatchError when the saved params have other shapes.
+    """
+    diff = self.param_shape_diff(step, abstract_state)
+    if diff:
+      raise CheckpointMismatchError(
+          f'Checkpoint {self.directory / str(step)} holds params of other shapes: {"; ".join(diff[:5])}. '
+          'Fix: pass a new --workdir to start fresh (nothing in the old one was changed), or use the '
+          'data and model it was trained with.')
     restored = self.manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state),
         data=grain.checkpoint.CheckpointRestore(data_iterator)))
     return restored.state
+
+  def restore_latest(self, abstract_state: Any, data_iterator: grain.DatasetIterator) -> tuple[int, Any]:
+    """(step, state) of the newest checkpoint that restores, or (0, None) when none does.
+
+    Checkpoints that fail (truncated or missing files, missing items) are
+    moved aside, newest first, until one restores.
+    """
+    for step in reversed(self.all_steps()):
+      try:
+        return step, self.restore(step, abstract_state, data_iterator)
+      except CheckpointMismatchError:
+        raise
+      except Exception as error:  # Orbax/TensorStore raise many kinds for damaged files
+        self.quarantine(step, f'{type(error).__name__}: {" ".join(str(error).split())[:200]}')
+    return 0, None
+
+  def wait(self) -> None:
+    """Blocks until in-flight saves are on disk."""
+    self.manager.wait_until_finished()
 
   def close(self) -> None:
     """Waits for in-flight saves, then releases the manager."""

@@ -1,5 +1,6 @@
 """The training loop: data -> model -> task -> optimizer -> state -> steps, with
-periodic eval, metric writing and Orbax checkpoints. One loop for every model."""
+periodic eval, metric writing, Orbax checkpoints, preemption and a NaN guard.
+One loop for every model."""
 
 from __future__ import annotations
 
@@ -18,12 +19,16 @@ from absl import logging
 from zoo import models, tasks
 from zoo.data import build_pipeline
 from zoo.data.pipeline import Pipeline
+from zoo.errors import ConfigError, NonFiniteLossError
 from zoo.parallel import batch_sharding, make_mesh, shard_batch
 from zoo.train import optim
 from zoo.train import state as state_lib
 from zoo.train.checkpoint import Checkpointer, abstract_like
+from zoo.train.preemption import PreemptionWatcher
 from zoo.train.step import compile_steps
 from zoo.train.writers import MetricWriter, read_metrics
+
+NONFINITE_POLICIES = ('stop', 'skip')
 
 
 def total_train_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
@@ -51,16 +56,49 @@ def _drop_rows_after(jsonl_path: pathlib.Path, step: int) -> None:
     jsonl_path.write_text(''.join(json.dumps(row) + '\n' for row in kept))
 
 
+def _window_means(pending: list[dict], first_step: int, policy: str, checkpointer: Checkpointer) -> dict[str, float]:
+  """Host means of the steps' metrics over finite steps; applies the non-finite policy.
+
+  Args:
+    pending: per-step metric dicts (device scalars), for steps first_step, first_step + 1, ...
+  """
+  columns = {k: np.asarray(v) for k, v in jax.device_get(jax.tree.map(lambda *x: list(x), *pending)).items()}
+  bad = np.flatnonzero(columns['nonfinite'])
+  if len(bad) and policy == 'stop':
+    index = bad[0]
+    last_good = checkpointer.latest_step()
+    where = f'{checkpointer.directory / str(last_good)} (step {last_good})' if last_good else 'none yet'
+    raise NonFiniteLossError(
+        f'Non-finite training at step {first_step + index}: loss={columns["loss"][index]}, '
+        f'grad_norm={columns["grad_norm"][index]} (the bad step did not change the params). '
+        f'Last good checkpoint: {where}. Fix: lower config.optimizer.learning_rate, set '
+        'config.optimizer.grad_clip_norm, check the data, or set config.nonfinite="skip" to skip such batches.')
+  finite = columns['nonfinite'] == 0
+  means = {k: float(v[finite].mean()) if finite.any() else float('nan')
+           for k, v in columns.items() if k != 'nonfinite'}
+  means['skipped_steps'] = float(len(bad))
+  return means
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        raw_data_dir: str | None = None) -> dict[str, Any]:
-  """Trains `config` in `workdir` (resuming from its latest checkpoint) and tests it.
+  """Trains `config` in `workdir` (resuming from its latest good checkpoint) and tests it.
 
-  Returns the final test metrics plus 'step' and 'wall_s'.
+  SIGTERM/SIGINT save a checkpoint at the next step boundary and return early
+  with 'preempted': True. Returns the final test metrics plus 'step', 'wall_s'
+  and 'skipped_steps'.
   """
   started = time.time()
   workdir = pathlib.Path(workdir)
+  if workdir.exists() and not workdir.is_dir():
+    raise ConfigError(f'--workdir {workdir} is a file; pass a folder (new or of an earlier run).')
+  if config.get('nonfinite', 'stop') not in NONFINITE_POLICIES:
+    raise ConfigError(f'config.nonfinite={config.nonfinite!r}; use one of: {", ".join(NONFINITE_POLICIES)}.')
   config_dict = json.loads(config.to_json())
-  checkpointer = Checkpointer(workdir, keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
+  ckpt_config = config.checkpoint
+  checkpointer = Checkpointer(workdir, keep=ckpt_config.keep, keep_best=ckpt_config.get('keep_best', 0),
+                              best_metric=ckpt_config.get('best_metric', 'eval_accuracy'),
+                              best_mode=ckpt_config.get('best_mode', 'max'), async_save=ckpt_config.async_save)
   checkpointer.check_compatible(config_dict)
 
   mesh = make_mesh(config.mesh)
@@ -72,45 +110,59 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   example = pipeline.example_batch()
   state, shardings = state_lib.create(model, tx, example[task.input_key], config.seed, mesh, config.mesh.rules)
   train_iterator = pipeline.train_iterator()
-  start_step = checkpointer.latest_step() or 0
+  start_step, restored = checkpointer.restore_latest(abstract_like(state), train_iterator)
   writer_active = jax.process_index() == 0
-  if start_step:
+  if restored is not None:
     logging.info('Resuming from the checkpoint at step %d in %s', start_step, checkpointer.directory)
-    state = checkpointer.restore(start_step, abstract_like(state), train_iterator)
-    if writer_active:
-      _drop_rows_after(workdir / 'metrics.jsonl', start_step)
+    state = restored
+  else:
+    train_iterator = pipeline.train_iterator()  # a failed restore may have moved it
   if writer_active:
+    _drop_rows_after(workdir / 'metrics.jsonl', start_step)
     (workdir / 'config.json').write_text(json.dumps(config_dict, indent=2) + '\n')
 
   train_step, eval_step = compile_steps(task, tx, schedule, shardings, batch_sharding(mesh))
   writer = MetricWriter(workdir)
   progress = tqdm.tqdm(total=total_steps, initial=start_step, unit='step', dynamic_ncols=True,
                        disable=not sys.stderr.isatty() or not writer_active)
-  pending, window_start = [], time.time()
+  policy = config.get('nonfinite', 'stop')
+  pending, window_start, skipped = [], time.time(), 0
   step = start_step
-  while step < total_steps:
-    state, metrics = train_step(state, shard_batch(next(train_iterator), mesh))
-    pending.append(metrics)
-    step += 1
-    progress.update(1)
-    last = step == total_steps
-    if step % config.log_every == 0 or last:
-      means = {k: float(np.mean(v)) for k, v in jax.device_get(jax.tree.map(lambda *x: list(x), *pending)).items()}
-      means['examples_per_s'] = len(pending) * config.data.batch_size / (time.time() - window_start)
-      writer.write(step, 'train', means)
-      progress.set_postfix(loss=f'{means["loss"]:.4f}', ex_s=f'{means["examples_per_s"]:.0f}')
-      logging.info('step %d/%d: %s', step, total_steps, means)
-      pending, window_start = [], time.time()
-    if step % config.eval_every == 0 or last:
-      eval_metrics = evaluate(eval_step, state, pipeline, config.data.eval_split, config.data.eval_batch_size, mesh)
-      writer.write(step, 'eval', eval_metrics)
-      logging.info('step %d eval on %s: %s', step, config.data.eval_split, eval_metrics)
-    if step % config.checkpoint.every == 0 or last:
-      checkpointer.save(step, state, train_iterator, config_dict)
-  progress.close()
-
-  test_metrics = evaluate(eval_step, state, pipeline, config.data.test_split, config.data.eval_batch_size, mesh)
-  writer.write(step, 'test', test_metrics)
-  writer.close()
-  checkpointer.close()
-  return {**test_metrics, 'step': step, 'wall_s': time.time() - started}
+  try:
+    with PreemptionWatcher() as watcher:
+      while step < total_steps:
+        state, metrics = train_step(state, shard_batch(next(train_iterator), mesh))
+        pending.append(metrics)
+        step += 1
+        progress.update(1)
+        last = step == total_steps
+        preempted = watcher.should_stop()
+        save_now = step % ckpt_config.every == 0 or last or preempted
+        saved_metrics = {}
+        if step % config.log_every == 0 or save_now:
+          means = _window_means(pending, step - len(pending), policy, checkpointer)
+          skipped += int(means.pop('skipped_steps'))
+          means['examples_per_s'] = len(pending) * config.data.batch_size / (time.time() - window_start)
+          means['skipped_steps'] = skipped
+          writer.write(step, 'train', means)
+          progress.set_postfix(loss=f'{means["loss"]:.4f}', ex_s=f'{means["examples_per_s"]:.0f}')
+          saved_metrics.update({f'train_{k}': v for k, v in means.items()})
+          pending, window_start = [], time.time()
+        if step % config.eval_every == 0 or last:
+          eval_metrics = evaluate(eval_step, state, pipeline, config.data.eval_split,
+                                  config.data.eval_batch_size, mesh)
+          writer.write(step, 'eval', eval_metrics)
+          saved_metrics.update({f'eval_{k}': v for k, v in eval_metrics.items()})
+        if save_now:
+          checkpointer.save(step, state, train_iterator, config_dict, saved_metrics)
+        if preempted:
+          checkpointer.wait()
+          return {'preempted': True, 'step': step, 'checkpoint': str(checkpointer.directory / str(step)),
+                  'wall_s': time.time() - started}
+    test_metrics = evaluate(eval_step, state, pipeline, config.data.test_split, config.data.eval_batch_size, mesh)
+    writer.write(step, 'test', test_metrics)
+  finally:
+    progress.close()
+    writer.close()
+    checkpointer.close()
+  return {**test_metrics, 'step': step, 'wall_s': time.time() - started, 'skipped_steps': skipped}

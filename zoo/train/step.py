@@ -6,6 +6,7 @@ import functools
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from zoo.train.state import TrainState
@@ -16,14 +17,24 @@ def train_step(state: TrainState, batch: dict, *, task, tx: optax.GradientTransf
   """One optimizer step: (state, batch) -> (state, metrics of f32[] scalars).
 
   Dropout (and any other randomness) uses fold_in(state.rng, state.step).
+  A step whose loss or gradient is not finite changes nothing but the step
+  counter and reports metrics['nonfinite'] = 1; the loop decides what follows.
   """
   rng = jax.random.fold_in(state.rng, state.step)
   grad_fn = jax.value_and_grad(task.loss, has_aux=True)
-  (_, (metrics, model_state)), grads = grad_fn(state.params, state.model_state, batch, rng, train=True)
+  (loss, (metrics, model_state)), grads = grad_fn(state.params, state.model_state, batch, rng, train=True)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  metrics = dict(metrics, grad_norm=optax.global_norm(grads), learning_rate=schedule(state.step))
-  new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, model_state=model_state)
+  grad_norm = optax.global_norm(grads)
+  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  keep_if_finite = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+  new_state = state.replace(
+      step=state.step + 1,
+      params=keep_if_finite(params, state.params),
+      opt_state=keep_if_finite(opt_state, state.opt_state),
+      model_state=keep_if_finite(model_state, state.model_state))
+  metrics = dict(metrics, grad_norm=grad_norm, learning_rate=schedule(state.step),
+                 nonfinite=1.0 - finite.astype(jnp.float32))
   return new_state, metrics
 
 
