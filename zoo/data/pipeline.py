@@ -175,6 +175,9 @@ def build_pipeline(config: ml_collections.ConfigDict, *, seed: int,
   Reads: name, train_split, eval_split, test_split, batch_size,
   cache_in_memory, num_threads, tfds_dir.
   """
+  for key in ('batch_size', 'eval_batch_size'):
+    if not isinstance(config[key], int) or config[key] <= 0:
+      raise ConfigError(f'config.data.{key}={config[key]!r}; it must be a positive integer.')
   builder = prepare(config.name, raw_data_dir=raw_data_dir, tfds_dir=config.get('tfds_dir'))
   splits = list(dict.fromkeys([config.train_split, config.eval_split, config.test_split]))
   unknown = [s for s in splits if s not in builder.info.splits]

@@ -30,6 +30,9 @@ class CNN(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
     """x: f32[B, H, W, C] -> logits f32[B, num_classes]."""
+    if x.ndim != 4:
+      raise ValueError(f'CNN takes images f32[batch, height, width, channels]; got shape {x.shape}. '
+                       'Add the missing axes, e.g. x[..., None] for one channel.')
     for features in self.features:
       x = conv(features, (3, 3))(x)
       x = nn.relu(x)

@@ -76,15 +76,16 @@ class Checkpointer:
     workdir = pathlib.Path(workdir).resolve()
     self.directory = workdir / 'checkpoints'
     self.quarantine_directory = workdir / 'checkpoints_quarantine'
+    worst = float('-inf') if best_mode == 'max' else float('inf')
+    metric_of = lambda metrics: metrics.get(best_metric, worst)
     policies = [checkpoint_managers.LatestN(n=keep)]
     if keep_best:
-      worst = float('-inf') if best_mode == 'max' else float('inf')
       policies.append(checkpoint_managers.BestN(
-          get_metric_fn=lambda metrics: metrics.get(best_metric, worst), reverse=best_mode == 'max', n=keep_best,
-          keep_checkpoints_without_metrics=False))
+          get_metric_fn=metric_of, reverse=best_mode == 'min', n=keep_best, keep_checkpoints_without_metrics=False))
     self._options = ocp.CheckpointManagerOptions(
         enable_async_checkpointing=async_save, create=True, cleanup_tmp_directories=False,
-        preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies))
+        preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies),
+        best_fn=metric_of, best_mode=best_mode)  # best_fn also makes Orbax write the metrics
     self._quarantine_unfinished_saves()
     self.manager = ocp.CheckpointManager(self.directory, options=self._options, item_handlers={
         'state': ocp.StandardCheckpointHandler(), 'data': grain.checkpoint.CheckpointHandler(),

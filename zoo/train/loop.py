@@ -104,6 +104,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   mesh = make_mesh(config.mesh)
   pipeline = build_pipeline(config.data, seed=config.seed, raw_data_dir=raw_data_dir)
   total_steps = total_train_steps(config, pipeline.steps_per_epoch)
+  if total_steps <= 0:
+    raise ConfigError(f'The config gives {total_steps} train steps; set config.num_epochs or '
+                      'config.num_train_steps to a positive number.')
   model = models.build(config.model)
   task = tasks.build(config.task, model)
   tx, schedule = optim.build(config.optimizer, total_steps)
