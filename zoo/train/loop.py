@@ -99,16 +99,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   checkpointer = Checkpointer(workdir, keep=ckpt_config.keep, keep_best=ckpt_config.get('keep_best', 0),
                               best_metric=ckpt_config.get('best_metric', 'eval_accuracy'),
                               best_mode=ckpt_config.get('best_mode', 'max'), async_save=ckpt_config.async_save)
-  checkpointer.check_compatible(config_dict)
-
   mesh = make_mesh(config.mesh)
+  model = models.build(config.model)
+  task = tasks.build(config.task, model)
+  checkpointer.check_compatible(config_dict)
   pipeline = build_pipeline(config.data, seed=config.seed, raw_data_dir=raw_data_dir)
   total_steps = total_train_steps(config, pipeline.steps_per_epoch)
   if total_steps <= 0:
     raise ConfigError(f'The config gives {total_steps} train steps; set config.num_epochs or '
                       'config.num_train_steps to a positive number.')
-  model = models.build(config.model)
-  task = tasks.build(config.task, model)
   tx, schedule = optim.build(config.optimizer, total_steps)
   example = pipeline.example_batch()
   state, shardings = state_lib.create(model, tx, example[task.input_key], config.seed, mesh, config.mesh.rules)

@@ -51,7 +51,7 @@ def plot_curves(jsonl_path: pathlib.Path, png_path: pathlib.Path) -> None:
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
 
-  rows = read_metrics(jsonl_path)
+  rows = read_metrics(jsonl_path) if jsonl_path.exists() else []
   keys = [k for k in ('loss', 'accuracy') if any(k in r for r in rows)]
   if not keys:
     return
