@@ -14,12 +14,18 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 RAW_DATA_DIR = REPO.parent / 'shared' / 'data'
 
 
-def load_config(name: str) -> ml_collections.ConfigDict:
-  """experiments/configs/<name>.py's get_config()."""
-  spec = importlib.util.spec_from_file_location(name, REPO / 'experiments' / 'configs' / f'{name}.py')
+def load_experiment(relative_path: str):
+  """Imports experiments/<relative_path> (the experiments folder is not a package)."""
+  path = REPO / 'experiments' / relative_path
+  spec = importlib.util.spec_from_file_location(path.stem, path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config()
+  return module
+
+
+def load_config(name: str) -> ml_collections.ConfigDict:
+  """experiments/configs/<name>.py's get_config()."""
+  return load_experiment(f'configs/{name}.py').get_config()
 
 
 @pytest.fixture(scope='session')

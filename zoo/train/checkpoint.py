@@ -18,6 +18,7 @@ from typing import Any, Mapping
 from flax import serialization
 import grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from orbax.checkpoint import checkpoint_managers
@@ -210,3 +211,17 @@ class Checkpointer:
 def abstract_like(state: Any) -> Any:
   """ShapeDtypeStructs (with shardings) of a pytree of arrays, for restoring."""
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+
+
+def load_state(workdir: str | pathlib.Path, step: int | None = None) -> Any:
+  """The train state saved in a run folder (latest checkpoint by default), as numpy arrays.
+
+  Needs no model code: the tree comes from the checkpoint's own metadata.
+  """
+  manager = ocp.CheckpointManager(pathlib.Path(workdir).resolve() / 'checkpoints')
+  step = manager.latest_step() if step is None else step
+  if step is None:
+    raise FileNotFoundError(f'No checkpoint in {workdir}/checkpoints.')
+  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  manager.close()
+  return jax.tree.map(np.asarray, restored.state)

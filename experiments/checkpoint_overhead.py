@@ -1,0 +1,87 @@
+"""How much an in-flight async checkpoint save slows the train step.
+
+  python experiments/checkpoint_overhead.py --config=experiments/configs/mnist_cnn.py --steps=300 --every=20
+
+Runs the config's train step, saving every `--every` steps with the zoo's
+Checkpointer, and times every step (blocking on its result). Steps that start
+while a save is in flight are compared with the others. Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import tempfile
+import time
+
+import jax
+import numpy as np
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from zoo import models, tasks
+from zoo.data import build_pipeline
+from zoo.parallel import batch_sharding, make_mesh, shard_batch
+from zoo.train import optim
+from zoo.train import state as state_lib
+from zoo.train.checkpoint import Checkpointer
+from zoo.train.step import compile_steps
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
+_STEPS = flags.DEFINE_integer('steps', 300, 'Timed steps.')
+_EVERY = flags.DEFINE_integer('every', 20, 'Save interval in steps.')
+_WARMUP = flags.DEFINE_integer('warmup', 10, 'Untimed steps first.')
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  config = _CONFIG.value
+  mesh = make_mesh(config.mesh)
+  pipeline = build_pipeline(config.data, seed=config.seed)
+  model = models.build(config.model)
+  task = tasks.build(config.task, model)
+  tx, schedule = optim.build(config.optimizer, _STEPS.value + _WARMUP.value)
+  state, shardings = state_lib.create(model, tx, pipeline.example_batch()[task.input_key], config.seed, mesh,
+                                      config.mesh.rules)
+  train_step, _ = compile_steps(task, tx, schedule, shardings, batch_sharding(mesh))
+  iterator = pipeline.train_iterator()
+  batches = [shard_batch(next(iterator), mesh) for _ in range(8)]
+  for i in range(_WARMUP.value):
+    state, _ = train_step(state, batches[i % len(batches)])
+  jax.block_until_ready(state)
+
+  with tempfile.TemporaryDirectory() as workdir:
+    checkpointer = Checkpointer(pathlib.Path(workdir), keep=2)
+    in_flight, quiet, save_call_s = [], [], []
+    for i in range(_STEPS.value):
+      saving = checkpointer.manager.is_saving_in_progress()
+      started = time.perf_counter()
+      state, metrics = train_step(state, batches[i % len(batches)])
+      jax.block_until_ready(metrics)
+      (in_flight if saving else quiet).append(time.perf_counter() - started)
+      if (i + 1) % _EVERY.value == 0:
+        started = time.perf_counter()
+        checkpointer.save(i + 1, state, iterator, {})
+        save_call_s.append(time.perf_counter() - started)
+    checkpointer.close()
+
+  median = lambda xs: float(np.median(xs)) * 1e3 if xs else None
+  result = {
+      'config': config.model.name, 'device': jax.devices()[0].device_kind, 'device_count': jax.device_count(),
+      'steps': _STEPS.value, 'save_every': _EVERY.value,
+      'params_bytes': int(sum(x.nbytes for x in jax.tree.leaves(state.params))),
+      'state_bytes': int(sum(x.nbytes for x in jax.tree.leaves(state))),
+      'step_ms_median_no_save': median(quiet), 'step_ms_median_save_in_flight': median(in_flight),
+      'steps_with_save_in_flight': len(in_flight),
+      'save_call_ms_median': median(save_call_s),
+  }
+  if quiet and in_flight:
+    result['slowdown_while_saving'] = result['step_ms_median_save_in_flight'] / result['step_ms_median_no_save'] - 1
+  # The blocking part of each save, spread over the interval, as a share of the step time.
+  result['amortized_save_overhead'] = (result['save_call_ms_median'] / _EVERY.value) / result['step_ms_median_no_save']
+  print(json.dumps(result))
+
+
+if __name__ == '__main__':
+  app.run(main)
