@@ -7,9 +7,19 @@ Logical axes used by zoo models: 'conv_height', 'conv_width', 'conv_in',
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import flax.linen as nn
+import jax
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    'relu': nn.relu, 'gelu': nn.gelu, 'tanh': nn.tanh, 'silu': nn.silu, 'elu': nn.elu,
+}
+
+
+def norm_param_init(init: Callable, axis: str) -> Callable:
+  """A norm layer's scale/bias initializer with logical axis `axis`."""
+  return nn.with_logical_partitioning(init, (axis,))
 
 
 def dense(features: int, axes: tuple[str, str], name: str | None = None, **kwargs) -> nn.Dense:

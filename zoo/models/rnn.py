@@ -1,0 +1,165 @@
+"""LSTM and GRU layers, stacks, a sequence classifier and a character language model.
+
+Speed: each layer computes its input projection for all time steps in one
+matmul before the recurrence; the scan then does only the [B, H] x [H, G*H]
+recurrent matmul per step.
+Padding: sequences are right-padded with `pad_id`; steps past a sequence's
+length neither change the state nor emit output, and the backward direction
+reverses each sequence within its own length, so padding never leaks.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from zoo.models.layers import dense
+
+CELLS = {'lstm': 4, 'gru': 3}  # gates per cell
+
+
+def reverse_within_length(x: jax.Array, lengths: jax.Array) -> jax.Array:
+  """Reverses x[b, :lengths[b]] along time for each b; padding stays in place. x: [B, T, ...]."""
+  steps = jnp.arange(x.shape[1])[None, :]
+  index = jnp.where(steps < lengths[:, None], lengths[:, None] - 1 - steps, steps)
+  return jnp.take_along_axis(x, index.reshape(index.shape + (1,) * (x.ndim - 2)), axis=1)
+
+
+class RecurrentLayer(nn.Module):
+  """One direction of an LSTM or GRU over a right-padded batch.
+
+  Attributes:
+    hidden: state size H.
+    cell: 'lstm' or 'gru' (GRU as in cuDNN: the reset gate scales the
+      recurrent candidate term, which has its own bias).
+    reverse: run from each sequence's last real step to its first.
+  """
+  hidden: int
+  cell: str = 'lstm'
+  reverse: bool = False
+
+  @nn.compact
+  def __call__(self, x: jax.Array, lengths: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """x: f32[B, T, D], lengths: i32[B] -> (outputs f32[B, T, H] (0 at pads), last state f32[B, H])."""
+    if self.cell not in CELLS:
+      raise ValueError(f'Unknown cell {self.cell!r}; use one of: {", ".join(CELLS)}.')
+    gates, hidden = CELLS[self.cell], self.hidden
+    if self.reverse:
+      x = reverse_within_length(x, lengths)
+    projected = dense(gates * hidden, ('embed', 'mlp'), name='input')(x)  # [B, T, G*H], all steps at once
+    recurrent_kernel = self.param(
+        'recurrent_kernel', nn.with_logical_partitioning(nn.initializers.orthogonal(), ('rnn_hidden', 'mlp')),
+        (hidden, gates * hidden))
+    recurrent_bias = self.param(
+        'recurrent_bias', nn.with_logical_partitioning(nn.initializers.zeros_init(), ('mlp',)), (gates * hidden,))
+    batch, length = x.shape[:2]
+    valid = (jnp.arange(length)[:, None] < lengths[None, :])[..., None]  # [T, B, 1]
+
+    def lstm_step(carry, inputs):
+      h, c = carry
+      z, keep = inputs
+      z = z + h @ recurrent_kernel + recurrent_bias
+      i, f, g, o = jnp.split(z, 4, axis=-1)
+      c_new = nn.sigmoid(f) * c + nn.sigmoid(i) * jnp.tanh(g)
+      h_new = nn.sigmoid(o) * jnp.tanh(c_new)
+      h, c = jnp.where(keep, h_new, h), jnp.where(keep, c_new, c)
+      return (h, c), jnp.where(keep, h_new, 0.0)
+
+    def gru_step(carry, inputs):
+      h, = carry
+      z, keep = inputs
+      x_r, x_u, x_n = jnp.split(z, 3, axis=-1)
+      h_r, h_u, h_n = jnp.split(h @ recurrent_kernel + recurrent_bias, 3, axis=-1)
+      r, u = nn.sigmoid(x_r + h_r), nn.sigmoid(x_u + h_u)
+      h_new = (1.0 - u) * jnp.tanh(x_n + r * h_n) + u * h
+      h = jnp.where(keep, h_new, h)
+      return (h,), jnp.where(keep, h_new, 0.0)
+
+    zeros = jnp.zeros((batch, hidden), projected.dtype)
+    step, carry = (lstm_step, (zeros, zeros)) if self.cell == 'lstm' else (gru_step, (zeros,))
+    carry, outputs = jax.lax.scan(step, carry, (projected.swapaxes(0, 1), valid))
+    outputs = outputs.swapaxes(0, 1)
+    if self.reverse:
+      outputs = reverse_within_length(outputs, lengths)
+    return outputs, carry[0]
+
+
+class RNNEncoder(nn.Module):
+  """Stacked (optionally bidirectional) recurrent layers with dropout between layers."""
+  hidden: int
+  num_layers: int = 1
+  cell: str = 'lstm'
+  bidirectional: bool = False
+  dropout_rate: float = 0.0
+
+  @nn.compact
+  def __call__(self, x: jax.Array, lengths: jax.Array, *, train: bool) -> tuple[jax.Array, jax.Array]:
+    """x: f32[B, T, D] -> (outputs f32[B, T, H*dirs], last states f32[B, H*dirs])."""
+    for layer in range(self.num_layers):
+      if layer:
+        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+      directions = [RecurrentLayer(self.hidden, self.cell, name=f'layer{layer}_forward')(x, lengths)]
+      if self.bidirectional:
+        directions.append(RecurrentLayer(self.hidden, self.cell, reverse=True,
+                                         name=f'layer{layer}_backward')(x, lengths))
+      x = jnp.concatenate([out for out, _ in directions], axis=-1)
+      last = jnp.concatenate([state for _, state in directions], axis=-1)
+    return x, last
+
+
+def _embed(vocab_size: int, dim: int) -> nn.Embed:
+  return nn.Embed(vocab_size, dim,
+                  embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.1), ('vocab', 'embed')))
+
+
+class RNNClassifier(nn.Module):
+  """Embedding -> RNNEncoder -> last state of each direction -> dropout -> class logits.
+
+  tokens: i32[B, T], right-padded with pad_id -> f32[B, num_classes].
+  """
+  vocab_size: int
+  embed_dim: int = 128
+  hidden: int = 256
+  num_layers: int = 1
+  cell: str = 'lstm'
+  bidirectional: bool = False
+  dropout_rate: float = 0.0
+  num_classes: int = 2
+  pad_id: int = 0
+
+  @nn.compact
+  def __call__(self, tokens: jax.Array, *, train: bool) -> jax.Array:
+    """tokens: i32[B, T] -> logits f32[B, num_classes]."""
+    if tokens.ndim != 2:
+      raise ValueError(f'RNNClassifier takes tokens i32[batch, length]; got shape {tokens.shape}.')
+    lengths = (tokens != self.pad_id).sum(-1)
+    x = nn.Dropout(self.dropout_rate, deterministic=not train)(_embed(self.vocab_size, self.embed_dim)(tokens))
+    _, last = RNNEncoder(self.hidden, self.num_layers, self.cell, self.bidirectional,
+                         self.dropout_rate)(x, lengths, train=train)
+    last = nn.Dropout(self.dropout_rate, deterministic=not train)(last)
+    return dense(self.num_classes, ('mlp', 'classes'))(last)
+
+
+class RNNLanguageModel(nn.Module):
+  """Embedding -> unidirectional RNNEncoder -> dropout -> next-token logits at every position.
+
+  tokens: i32[B, T] (no padding) -> f32[B, T, vocab_size].
+  """
+  vocab_size: int
+  embed_dim: int = 128
+  hidden: int = 512
+  num_layers: int = 2
+  cell: str = 'lstm'
+  dropout_rate: float = 0.0
+
+  @nn.compact
+  def __call__(self, tokens: jax.Array, *, train: bool) -> jax.Array:
+    """tokens: i32[B, T] -> logits f32[B, T, vocab_size]."""
+    if tokens.ndim != 2:
+      raise ValueError(f'RNNLanguageModel takes tokens i32[batch, length]; got shape {tokens.shape}.')
+    lengths = jnp.full(tokens.shape[:1], tokens.shape[1])
+    x = nn.Dropout(self.dropout_rate, deterministic=not train)(_embed(self.vocab_size, self.embed_dim)(tokens))
+    outputs, _ = RNNEncoder(self.hidden, self.num_layers, self.cell, False, self.dropout_rate)(x, lengths, train=train)
+    outputs = nn.Dropout(self.dropout_rate, deterministic=not train)(outputs)
+    return dense(self.vocab_size, ('mlp', 'vocab'))(outputs)

@@ -1,0 +1,126 @@
+"""Transformer encoder with sinusoidal positions (Vaswani et al. 2017), pre-LayerNorm."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from zoo.kernels.attention import dot_product_attention
+from zoo.models.layers import dense, norm_param_init
+
+
+def sinusoidal_positions(length: int, dim: int) -> np.ndarray:
+  """f32[length, dim]: PE[p, 2i] = sin(p / 10000^(2i/dim)), PE[p, 2i+1] = cos(same)."""
+  positions = np.arange(length, dtype=np.float64)[:, None]
+  frequencies = 1.0 / 10000.0 ** (np.arange(0, dim, 2, dtype=np.float64) / dim)
+  table = np.zeros((length, dim), dtype=np.float64)
+  table[:, 0::2] = np.sin(positions * frequencies)
+  table[:, 1::2] = np.cos(positions * frequencies[:dim // 2])
+  return table.astype(np.float32)
+
+
+def _layer_norm() -> nn.LayerNorm:
+  return nn.LayerNorm(scale_init=norm_param_init(nn.initializers.ones, 'embed'),
+                      bias_init=norm_param_init(nn.initializers.zeros, 'embed'))
+
+
+class MultiHeadSelfAttention(nn.Module):
+  """Self-attention through zoo.kernels.attention.dot_product_attention."""
+  num_heads: int
+  dropout_rate: float = 0.0
+
+  @nn.compact
+  def __call__(self, x: jax.Array, mask: jax.Array, *, train: bool) -> jax.Array:
+    """x: f32[B, T, D], mask: bool[B, 1, T, T] -> f32[B, T, D]."""
+    d_model = x.shape[-1]
+    if d_model % self.num_heads:
+      raise ValueError(f'd_model {d_model} is not divisible by num_heads {self.num_heads}.')
+    head_dim = d_model // self.num_heads
+    projection = lambda name: nn.DenseGeneral(
+        (self.num_heads, head_dim), name=name,
+        kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), ('embed', 'heads', 'kv')),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ('heads', 'kv')))
+    query, key, value = projection('query')(x), projection('key')(x), projection('value')(x)
+    attended = dot_product_attention(query, key, value, mask)
+    out = nn.DenseGeneral(
+        d_model, axis=(-2, -1), name='out',
+        kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), ('heads', 'kv', 'embed')),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ('embed',)))(attended)
+    return nn.Dropout(self.dropout_rate, deterministic=not train)(out)
+
+
+class EncoderBlock(nn.Module):
+  """x + Attention(LN(x)), then x + FFN(LN(x)) with a GELU feed-forward."""
+  num_heads: int
+  d_ff: int
+  dropout_rate: float = 0.0
+
+  @nn.compact
+  def __call__(self, x: jax.Array, mask: jax.Array, *, train: bool) -> jax.Array:
+    """x: f32[B, T, D] -> f32[B, T, D]."""
+    x = x + MultiHeadSelfAttention(self.num_heads, self.dropout_rate)(_layer_norm()(x), mask, train=train)
+    y = nn.gelu(dense(self.d_ff, ('embed', 'mlp'))(_layer_norm()(x)))
+    y = nn.Dropout(self.dropout_rate, deterministic=not train)(y)
+    y = dense(x.shape[-1], ('mlp', 'embed'))(y)
+    return x + nn.Dropout(self.dropout_rate, deterministic=not train)(y)
+
+
+class TransformerEncoder(nn.Module):
+  """Token embedding + sinusoidal positions, pre-LN encoder blocks, final LayerNorm and a head.
+
+  Tokens equal to `pad_id` are masked as keys (and excluded from mean pooling).
+  head='classify' returns f32[B, num_classes] (pooling 'mean' over real tokens,
+  or 'cls': the first token); head='lm' returns f32[B, T, vocab_size].
+
+  Attributes:
+    vocab_size, max_len: embedding table size and longest sequence.
+    d_model, num_heads, num_layers, d_ff: block sizes.
+    causal: each position attends only to itself and earlier ones.
+  """
+  vocab_size: int
+  max_len: int = 512
+  d_model: int = 256
+  num_heads: int = 4
+  num_layers: int = 4
+  d_ff: int = 1024
+  dropout_rate: float = 0.1
+  causal: bool = False
+  pad_id: int = 0
+  head: str = 'classify'
+  pooling: str = 'mean'
+  num_classes: int = 2
+
+  @nn.compact
+  def __call__(self, tokens: jax.Array, *, train: bool) -> jax.Array:
+    """tokens: i32[B, T] -> logits (see the class docstring)."""
+    if tokens.ndim != 2:
+      raise ValueError(f'TransformerEncoder takes tokens i32[batch, length]; got shape {tokens.shape}.')
+    length = tokens.shape[1]
+    if length > self.max_len:
+      raise ValueError(f'Sequence length {length} exceeds the positional table (max_len={self.max_len}); '
+                       'raise config.model.max_len or truncate the inputs.')
+    if self.head not in ('classify', 'lm') or self.pooling not in ('mean', 'cls'):
+      raise ValueError(f"head={self.head!r}, pooling={self.pooling!r}: use head 'classify' or 'lm', "
+                       "pooling 'mean' or 'cls'.")
+    embed = nn.Embed(self.vocab_size, self.d_model,
+                     embedding_init=nn.with_logical_partitioning(nn.initializers.normal(1.0), ('vocab', 'embed')))
+    x = embed(tokens) * jnp.sqrt(self.d_model).astype(jnp.float32)
+    x = x + sinusoidal_positions(self.max_len, self.d_model)[None, :length]
+    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    real = tokens != self.pad_id
+    mask = real[:, None, None, :]
+    if self.causal:
+      mask = mask & jnp.tril(jnp.ones((length, length), bool))[None, None]
+    for _ in range(self.num_layers):
+      x = EncoderBlock(self.num_heads, self.d_ff, self.dropout_rate)(x, mask, train=train)
+    x = _layer_norm()(x)
+    if self.head == 'lm':
+      return dense(self.vocab_size, ('embed', 'vocab'))(x)
+    if self.pooling == 'cls':
+      pooled = x[:, 0]
+    else:
+      weights = real.astype(x.dtype)[..., None]
+      pooled = (x * weights).sum(1) / jnp.maximum(weights.sum(1), 1.0)
+    return dense(self.num_classes, ('embed', 'classes'))(pooled)
