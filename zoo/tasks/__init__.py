@@ -7,9 +7,13 @@ import ml_collections
 
 from zoo.registry import construct
 from zoo.tasks.classification import Classification
+from zoo.tasks.language_model import LanguageModel
+from zoo.tasks.vae import VariationalAutoencoder
 
 TASKS = {
     'classification': Classification,
+    'language_model': LanguageModel,
+    'vae': VariationalAutoencoder,
 }
 
 
@@ -18,4 +22,4 @@ def build(config: ml_collections.ConfigDict, model: nn.Module):
   return construct(TASKS, config, 'task', model=model)
 
 
-__all__ = ['Classification', 'TASKS', 'build']
+__all__ = ['Classification', 'LanguageModel', 'TASKS', 'VariationalAutoencoder', 'build']
