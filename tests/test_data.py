@@ -168,3 +168,34 @@ def test_download_road_goes_through_tfds_and_builds_the_same_dataset(tmp_path, n
   for index in (0, 5000, 9999):
     np.testing.assert_array_equal(online_test[index]['image'], offline_test[index]['image'])
     assert online_test[index]['label'] == offline_test[index]['label']
+
+
+def test_other_datasets_prepare_offline_with_tfds_splits(tmp_path, no_default_raw_dirs):
+  import scipy.io
+  tfds_dir = str(tmp_path / 'tfds')
+  shakespeare = prepare('tiny_shakespeare', raw_data_dir=str(RAW_DATA_DIR), tfds_dir=tfds_dir, allow_download=False)
+  text = (RAW_DATA_DIR / 'tinyshakespeare' / 'input.txt').read_text()
+  pieces = [shakespeare.as_data_source(split)[0]['text'].decode() for split in ('train', 'validation', 'test')]
+  assert ''.join(pieces) == text and len(pieces[0]) == int(len(text) * 0.9)
+
+  sst2 = prepare('glue/sst2', raw_data_dir=str(RAW_DATA_DIR), tfds_dir=tfds_dir, allow_download=False)
+  assert {s: sst2.info.splits[s].num_examples for s in ('train', 'validation', 'test')} == \
+      {'train': 67349, 'validation': 872, 'test': 1821}
+  dev = ArraySource.load(sst2.as_data_source('validation')).columns
+  assert set(dev['label']) == {0, 1}
+  first_dev_line = (RAW_DATA_DIR / 'sst2' / 'dev.tsv').read_text().splitlines()[1]
+  assert first_dev_line.split('\t')[0].encode() in set(dev['sentence'])
+
+  binarized = prepare('binarized_mnist', raw_data_dir=str(RAW_DATA_DIR), tfds_dir=tfds_dir, allow_download=False)
+  test_images = ArraySource.load(binarized.as_data_source('test')).columns['image']
+  raw = scipy.io.loadmat(RAW_DATA_DIR / 'binarized_mnist' / 'binarized_mnist_test.mat')['X'].reshape(-1, 28, 28, 1)
+  assert test_images.shape == (10000, 28, 28, 1) and set(np.unique(test_images)) == {0, 1}
+  assert sorted(map(bytes, test_images.reshape(10000, -1))) == sorted(map(bytes, raw.astype(np.uint8).reshape(10000, -1)))
+
+
+def test_local_copy_not_matching_zoo_checksum_is_refused(tmp_path, no_default_raw_dirs):
+  folder = tmp_path / 'raw' / 'sst2'
+  shutil.copytree(RAW_DATA_DIR / 'sst2', folder)
+  (folder / 'dev.tsv').write_text('sentence\tlabel\nedited\t1\n')
+  with pytest.raises(DataUnavailableError, match=r'dev.tsv does not match its checksum'):
+    prepare('glue/sst2', raw_data_dir=str(tmp_path / 'raw'), tfds_dir=str(tmp_path / 'tfds'), allow_download=False)

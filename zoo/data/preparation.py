@@ -9,6 +9,7 @@ files in their original distribution format.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pathlib
 import socket
@@ -18,7 +19,7 @@ from typing import Sequence
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
 
-from zoo.data.builders import BUILDERS
+from zoo.data.builders import BUILDERS, LocalFilesMixin
 from zoo.errors import ConfigError, DataUnavailableError
 
 RAW_DATA_ENV = 'ZOO_DATA_DIR'
@@ -67,11 +68,17 @@ def prepare(name: str, *, raw_data_dir: str | None = None, tfds_dir: str | None 
   filenames = list(builder.RAW_FILES.values())
   searched = raw_data_dirs(raw_data_dir)
   incomplete = {}
+  local_folder = getattr(builder, 'LOCAL_FOLDER', name)
   for root in searched:
-    folder = root / name
+    folder = root / local_folder
     missing = _missing_files(folder, filenames)
     if not missing:
-      _download_and_prepare(builder, manual_dir=folder)
+      if isinstance(builder, LocalFilesMixin):
+        _verify_sha256(folder, builder.LOCAL_SHA256, builder.URL)
+        builder.local_dir = folder
+        _download_and_prepare(builder, manual_dir=None)
+      else:
+        _download_and_prepare(builder, manual_dir=folder)
       return builder
     if len(missing) < len(filenames):
       incomplete[folder] = missing
@@ -93,11 +100,20 @@ def prepare(name: str, *, raw_data_dir: str | None = None, tfds_dir: str | None 
                  f'{type(download_error).__name__}: {str(download_error)[:300]}')
   for folder, missing in incomplete.items():
     lines.append(f'{folder} is incomplete; missing: {", ".join(missing)}.')
-  lines.append(f'Fix: put {", ".join(filenames)} into {searched[0] / name}/ '
-               f'(or into <dir>/{name}/ and pass --data_dir=<dir> or set ${RAW_DATA_ENV}). '
+  lines.append(f'Fix: put {", ".join(filenames)} into {searched[0] / local_folder}/ '
+               f'(or into <dir>/{local_folder}/ and pass --data_dir=<dir> or set ${RAW_DATA_ENV}). '
                f'Folders searched: {", ".join(str(d) for d in searched)}. '
                f'Originals: {builder.URL}')
   raise DataUnavailableError(' '.join(lines))
+
+
+def _verify_sha256(folder: pathlib.Path, expected: dict[str, str], origin: str) -> None:
+  for filename, checksum in expected.items():
+    digest = hashlib.sha256((folder / filename).read_bytes()).hexdigest()
+    if digest != checksum:
+      raise DataUnavailableError(
+          f'{folder / filename} does not match its checksum (sha256 {digest}, expected {checksum}); it is corrupt '
+          f'or not the original. Replace it with the original (source: {origin}).')
 
 
 def check_reachable(url: str, timeout_s: float = 5.0) -> None:
