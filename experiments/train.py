@@ -40,7 +40,7 @@ def parse_flags(argv: list[str]) -> list[str]:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
-  logging.set_verbosity(logging.WARNING)
+  logging.set_verbosity(logging.ERROR)  # zoo's own warnings are printed; library chatter is not
   try:
     result = train_and_evaluate(_CONFIG.value, _WORKDIR.value, raw_data_dir=_DATA_DIR.value)
   except UserError as error:
