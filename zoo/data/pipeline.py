@@ -22,6 +22,7 @@ import ml_collections
 import numpy as np
 
 from zoo.data.preparation import prepare
+from zoo.data.text import Vocabulary, pad_sequences, windows
 from zoo.errors import ConfigError
 
 Batch = dict[str, np.ndarray]
@@ -80,11 +81,12 @@ def stack_records(records: Sequence[Mapping[str, Any]] | Batch) -> Batch:
   return {key: np.stack([np.asarray(r[key]) for r in records]) for key in records[0]}
 
 
-def to_model_inputs(batch: Batch) -> Batch:
-  """uint8 images -> float32 in [0, 1]; integer labels -> int32."""
+def to_model_inputs(batch: Batch, image_scale: float = 255.0) -> Batch:
+  """uint8 images -> float32 image / image_scale (255: pixels to [0, 1]; 1: binary images);
+  integer labels -> int32."""
   out = dict(batch)
   if 'image' in out and out['image'].dtype == np.uint8:
-    out['image'] = out['image'].astype(np.float32) / np.float32(255.0)
+    out['image'] = out['image'].astype(np.float32) / np.float32(image_scale)
   if 'label' in out:
     out['label'] = out['label'].astype(np.int32)
   return out
@@ -95,9 +97,11 @@ class _ReadRows:
   """Maps a global batch of indices to this process's rows, read and preprocessed."""
   source: Any
   rows: slice
+  image_scale: float = 255.0
 
   def __call__(self, global_indices: np.ndarray) -> Batch:
-    return to_model_inputs(stack_records(self.source.__getitems__(global_indices[self.rows].tolist())))
+    records = self.source.__getitems__(global_indices[self.rows].tolist())
+    return to_model_inputs(stack_records(records), self.image_scale)
 
 
 @dataclasses.dataclass
@@ -111,6 +115,8 @@ class Pipeline:
     seed: fixes the shuffle of every epoch.
     process_index, process_count: this process and how many read in total.
     num_threads: grain read/prefetch threads for the train iterator.
+    vocab: the token vocabulary of text datasets (None for others).
+    image_scale: uint8 images are divided by it (255, or 1 for binary images).
   """
   sources: dict[str, Any]
   train_split: str
@@ -119,6 +125,8 @@ class Pipeline:
   process_index: int = 0
   process_count: int = 1
   num_threads: int = 0
+  vocab: Vocabulary | None = None
+  image_scale: float = 255.0
 
   def __post_init__(self):
     self.local_rows = self.process_rows(self.global_batch_size)
@@ -137,7 +145,7 @@ class Pipeline:
 
   def example_batch(self) -> Batch:
     """One preprocessed record of the train split as a batch of 1 (for shapes)."""
-    return _ReadRows(self.sources[self.train_split], slice(0, 1))(np.zeros(1, np.int64))
+    return _ReadRows(self.sources[self.train_split], slice(0, 1), self.image_scale)(np.zeros(1, np.int64))
 
   def train_iterator(self) -> grain.DatasetIterator:
     """Endless iterator of local batches {'image': f32[b, ...], 'label': i32[b]}.
@@ -148,7 +156,7 @@ class Pipeline:
     source = self.sources[self.train_split]
     indices = grain.MapDataset.range(len(source)).shuffle(seed=self.seed).repeat()
     batches = indices.batch(self.global_batch_size, drop_remainder=True)
-    batches = batches.map(_ReadRows(source, self.local_rows))
+    batches = batches.map(_ReadRows(source, self.local_rows, self.image_scale))
     options = grain.ReadOptions(num_threads=self.num_threads, prefetch_buffer_size=2 * self.num_threads)
     return iter(batches.to_iter_dataset(options))
 
@@ -163,17 +171,49 @@ class Pipeline:
       real = np.arange(start, min(start + batch_size, len(source)))
       indices = np.concatenate([real, np.zeros(batch_size - len(real), dtype=real.dtype)])
       mask = (np.arange(batch_size) < len(real)).astype(np.float32)
-      batch = _ReadRows(source, rows)(indices)
+      batch = _ReadRows(source, rows, self.image_scale)(indices)
       batch['mask'] = mask[rows]
       yield batch
 
 
-def build_pipeline(config: ml_collections.ConfigDict, *, seed: int,
-                   raw_data_dir: str | None = None) -> Pipeline:
+def _text_sources(builder, config: ml_collections.ConfigDict, splits: list[str],
+                  workdir: pathlib.Path | None) -> tuple[dict[str, ArraySource], Vocabulary]:
+  """Token-id sources for text datasets: 'sentence' + 'label' (classification) or one 'text' (language model)."""
+  columns = {split: ArraySource.load(builder.as_data_source(split=split)).columns for split in splits}
+  classify = 'sentence' in builder.info.features
+  texts = {split: [t.decode('utf-8') for t in cols['sentence' if classify else 'text']]
+           for split, cols in columns.items()}
+  vocab = Vocabulary.build(texts[config.train_split], level=config.token_level, max_size=config.vocab_size)
+  if workdir is not None:
+    saved_path = workdir / 'vocab.json'
+    if saved_path.exists() and Vocabulary.load(saved_path) != vocab:
+      raise ConfigError(
+          f'{saved_path} ({len(Vocabulary.load(saved_path))} tokens) differs from the vocabulary built now '
+          f'({len(vocab)} tokens) from config.data (vocab_size, token_level, train_split). Fix: use the data '
+          'config the run was made with, or a new --workdir.')
+    if jax.process_index() == 0:
+      workdir.mkdir(parents=True, exist_ok=True)
+      vocab.save(saved_path)
+  sources = {}
+  for split in splits:
+    if classify:
+      tokens = pad_sequences([vocab.encode(t, config.token_level) for t in texts[split]], config.max_length)
+      sources[split] = ArraySource({'tokens': tokens, 'label': columns[split]['label']})
+    else:
+      sources[split] = ArraySource({'tokens': windows(vocab.encode(texts[split][0], config.token_level),
+                                                      config.max_length)})
+  return sources, vocab
+
+
+def build_pipeline(config: ml_collections.ConfigDict, *, seed: int, raw_data_dir: str | None = None,
+                   workdir: pathlib.Path | None = None) -> Pipeline:
   """Builds the pipeline named by `config` (the `data` section).
 
   Reads: name, train_split, eval_split, test_split, batch_size,
-  cache_in_memory, num_threads, tfds_dir.
+  eval_batch_size, cache_in_memory, num_threads, tfds_dir; for text datasets
+  image_scale (default 255); for text datasets token_level ('word'/'char'), vocab_size (most ids, 2 specials
+  included) and max_length (tokens per example, or per LM window). Text
+  datasets save their vocabulary as `workdir/vocab.json`.
   """
   for key in ('batch_size', 'eval_batch_size'):
     if not isinstance(config[key], int) or config[key] <= 0:
@@ -183,14 +223,18 @@ def build_pipeline(config: ml_collections.ConfigDict, *, seed: int,
   unknown = [s for s in splits if s not in builder.info.splits]
   if unknown:
     raise ConfigError(f'Dataset {config.name!r} has no split {unknown}; it has {sorted(builder.info.splits)}.')
-  sources = {}
-  for split in splits:
-    source = builder.as_data_source(split=split)
-    if config.cache_in_memory:
-      cache_path = pathlib.Path(builder.data_dir) / f'zoo-decoded-{re.sub(r"[^A-Za-z0-9_.-]", "_", split)}.npz'
-      source = ArraySource.load(source, cache_path)
-    sources[split] = source
+  vocab = None
+  if {'sentence', 'text'} & set(builder.info.features):
+    sources, vocab = _text_sources(builder, config, splits, workdir)
+  else:
+    sources = {}
+    for split in splits:
+      source = builder.as_data_source(split=split)
+      if config.cache_in_memory:
+        cache_path = pathlib.Path(builder.data_dir) / f'zoo-decoded-{re.sub(r"[^A-Za-z0-9_.-]", "_", split)}.npz'
+        source = ArraySource.load(source, cache_path)
+      sources[split] = source
   return Pipeline(sources=sources, train_split=config.train_split,
                   global_batch_size=config.batch_size, seed=seed,
                   process_index=jax.process_index(), process_count=jax.process_count(),
-                  num_threads=config.num_threads)
+                  num_threads=config.num_threads, vocab=vocab, image_scale=config.get('image_scale', 255.0))

@@ -103,7 +103,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   model = models.build(config.model)
   task = tasks.build(config.task, model)
   checkpointer.check_compatible(config_dict)
-  pipeline = build_pipeline(config.data, seed=config.seed, raw_data_dir=raw_data_dir)
+  pipeline = build_pipeline(config.data, seed=config.seed, raw_data_dir=raw_data_dir, workdir=workdir)
+  if pipeline.vocab is not None and config.model.get('vocab_size', 0) < len(pipeline.vocab):
+    raise ConfigError(f'config.model.vocab_size={config.model.get("vocab_size")} is smaller than the data\'s '
+                      f'vocabulary ({len(pipeline.vocab)} ids); set it to at least {len(pipeline.vocab)}.')
   total_steps = total_train_steps(config, pipeline.steps_per_epoch)
   if total_steps <= 0:
     raise ConfigError(f'The config gives {total_steps} train steps; set config.num_epochs or '
