@@ -1,0 +1,20 @@
+"""Binarized MNIST, VAE 784-500-20 (target <= 100 nats negative ELBO on test; IW-NLL with k=500)."""
+
+import ml_collections
+
+from zoo.config import default_config
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = default_config()
+  config.data.update(dict(name='binarized_mnist', eval_split='validation', test_split='test',
+                          batch_size=128, eval_batch_size=500, image_scale=1.0))
+  config.model = ml_collections.ConfigDict(dict(name='vae', latent_dim=20, hidden=500, output_dim=784))
+  config.task = ml_collections.ConfigDict(dict(name='vae', iw_samples=0))
+  config.optimizer.update(dict(name='adam', learning_rate=1e-3))
+  config.num_epochs = 30
+  config.eval_every = 1170
+  config.checkpoint.every = 1170
+  config.checkpoint.best_metric = 'eval_loss'
+  config.checkpoint.best_mode = 'min'
+  return config

@@ -1,0 +1,19 @@
+"""Fashion-MNIST, a small ResNet (3 stages of 2 basic blocks, 32-64-128) (target >= 93.0%)."""
+
+import ml_collections
+
+from zoo.config import default_config
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = default_config()
+  config.data.name = 'fashion_mnist'
+  config.model = ml_collections.ConfigDict(dict(
+      name='resnet', num_classes=10, stage_sizes=(2, 2, 2), widths=(32, 64, 128)))
+  config.task = ml_collections.ConfigDict(dict(name='classification', label_smoothing=0.1))
+  config.optimizer.update(dict(name='nesterov', learning_rate=0.1, momentum=0.9, schedule='warmup_cosine',
+                               warmup_steps=500, weight_decay=5e-4))
+  config.num_epochs = 15
+  config.eval_every = 469
+  config.checkpoint.every = 469
+  return config

@@ -1,0 +1,25 @@
+"""tiny_shakespeare, character LSTM (2x512) (target <= 1.50 nats/char on validation)."""
+
+import ml_collections
+
+from zoo.config import default_config
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = default_config()
+  config.data.update(dict(name='tiny_shakespeare', eval_split='validation', test_split='test',
+                          batch_size=64, eval_batch_size=64))
+  config.data.token_level = 'char'
+  config.data.vocab_size = 128
+  config.data.max_length = 128
+  config.model = ml_collections.ConfigDict(dict(
+      name='rnn_lm', vocab_size=128, embed_dim=64, hidden=512, num_layers=2, cell='lstm', dropout_rate=0.2))
+  config.task = ml_collections.ConfigDict(dict(name='language_model'))
+  config.optimizer.update(dict(name='adam', learning_rate=2e-3, schedule='warmup_cosine', warmup_steps=100,
+                               grad_clip_norm=1.0))
+  config.num_epochs = 20
+  config.eval_every = 500
+  config.checkpoint.every = 500
+  config.checkpoint.best_metric = 'eval_loss'
+  config.checkpoint.best_mode = 'min'
+  return config

@@ -1,0 +1,24 @@
+"""GLUE SST-2, Transformer encoder from scratch, mean pooling (target >= 82% dev accuracy)."""
+
+import ml_collections
+
+from zoo.config import default_config
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = default_config()
+  config.data.update(dict(name='glue/sst2', eval_split='validation', test_split='validation',
+                          batch_size=64, eval_batch_size=218))
+  config.data.token_level = 'word'
+  config.data.vocab_size = 20000
+  config.data.max_length = 60
+  config.model = ml_collections.ConfigDict(dict(
+      name='transformer', vocab_size=20000, max_len=64, d_model=128, num_heads=4, num_layers=2, d_ff=512,
+      dropout_rate=0.3, causal=False, head='classify', pooling='mean', num_classes=2))
+  config.task = ml_collections.ConfigDict(dict(name='classification', input_key='tokens'))
+  config.optimizer.update(dict(name='adamw', learning_rate=5e-4, weight_decay=1e-2, schedule='warmup_cosine',
+                               warmup_steps=300, grad_clip_norm=1.0))
+  config.num_epochs = 3
+  config.eval_every = 500
+  config.checkpoint.every = 500
+  return config

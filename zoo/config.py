@@ -1,0 +1,36 @@
+"""The default run config that every experiment config starts from."""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """All sections with their defaults; experiment configs override what they need.
+
+  data: dataset (TFDS name), splits, batching, caching, TFDS dir (None: TFDS's default).
+  model / task: `name` picks the module / task; other keys are its options.
+  optimizer: see zoo.train.optim.build. mesh: axes and logical-axis rules.
+  checkpoint: interval, how many to keep (last N, best K by a metric).
+  nonfinite: 'stop' or 'skip' on a non-finite loss or gradient.
+  """
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.data = ml_collections.ConfigDict(dict(
+      name='mnist', train_split='train', eval_split='test', test_split='test',
+      batch_size=128, eval_batch_size=1000, cache_in_memory=True, num_threads=0, image_scale=255.0,
+      tfds_dir=ml_collections.config_dict.placeholder(str)))
+  config.model = ml_collections.ConfigDict(dict(name='cnn'))
+  config.task = ml_collections.ConfigDict(dict(name='classification'))
+  config.optimizer = ml_collections.ConfigDict(dict(
+      name='adam', learning_rate=1e-3, schedule='constant', warmup_steps=0, end_learning_rate=0.0,
+      weight_decay=0.0, l2=0.0, l1=0.0, grad_clip_norm=0.0, decay_mask='kernels'))
+  config.mesh = ml_collections.ConfigDict(dict(axes={'data': -1}, rules=()))
+  config.num_epochs = 10
+  config.num_train_steps = -1
+  config.log_every = 100
+  config.eval_every = 1000
+  config.checkpoint = ml_collections.ConfigDict(dict(
+      every=1000, keep=3, keep_best=0, best_metric='eval_accuracy', best_mode='max', async_save=True))
+  config.nonfinite = 'stop'
+  return config
