@@ -69,7 +69,8 @@ def _offline_empty_raw_dir(config, tmp_path, monkeypatch, files=()):
 
 # (config key, bad value, error type, words the message must hold)
 CONFIG_CASES = [
-    ('data.name', 'mnits', ConfigError, "Unknown dataset 'mnits'. zoo can prepare: fashion_mnist, mnist"),
+    ('data.name', 'mnits', ConfigError,
+     "Unknown dataset 'mnits'. zoo can prepare: binarized_mnist, fashion_mnist, glue/sst2, mnist"),
     ('data.train_split', 'validation', ConfigError, "no split ['validation']; it has ['test', 'train']"),
     ('data.batch_size', 0, ConfigError, 'config.data.batch_size=0; it must be a positive integer'),
     ('data.eval_batch_size', -5, ConfigError, 'config.data.eval_batch_size=-5; it must be a positive integer'),

@@ -1,0 +1,97 @@
+"""Re-runs rows of the README's results table and rewrites the table.
+
+  python experiments/results.py --rows=mnist_mlp,binarized_mnist_vae   # or --rows=all
+
+Each row trains experiments/configs/<row>.py with the project's launcher in
+runs/results/<row> (fresh, seeded), then its result is stored in
+experiments/results.jsonl (one object per row, the newest kept) and the table
+between the README's RESULTS markers is regenerated from that file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import time
+
+from absl import app, flags
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+RESULTS = REPO / 'experiments' / 'results.jsonl'
+README = REPO / 'README.md'
+BEGIN, END = '<!-- RESULTS:BEGIN -->', '<!-- RESULTS:END -->'
+
+# row -> (metric key in the final 'test' line, how to show it, target as text, check)
+ROWS = {
+    'mnist_mlp': ('accuracy', '{:.2%} test acc.', '≥ 98.3%', lambda v: v >= 0.983),
+    'mnist_cnn': ('accuracy', '{:.2%} test acc.', '≥ 99.2%', lambda v: v >= 0.992),
+    'fashion_mnist_resnet': ('accuracy', '{:.2%} test acc.', '≥ 93.0%', lambda v: v >= 0.930),
+    'sst2_lstm': ('accuracy', '{:.2%} dev acc.', '≥ 85.5%', lambda v: v >= 0.855),
+    'sst2_transformer': ('accuracy', '{:.2%} dev acc.', '≥ 82%', lambda v: v >= 0.82),
+    'shakespeare_lstm': ('loss', '{:.3f} nats/char test', '≤ 1.50', lambda v: v <= 1.50),
+    'shakespeare_transformer': ('loss', '{:.3f} nats/char test', '≤ 1.50', lambda v: v <= 1.50),
+    'binarized_mnist_vae': ('loss', '{:.1f} nats neg. ELBO test', '≤ 100', lambda v: v <= 100),
+}
+
+_ROWS = flags.DEFINE_list('rows', [], f'Rows to re-run, or "all": {", ".join(ROWS)}.')
+_EXTRA = flags.DEFINE_multi_string('override', [], 'Extra --config.* flags for every row.')
+
+
+def run_row(row: str, overrides=()) -> dict:
+  """Trains one row from scratch; returns its results entry."""
+  workdir = REPO / 'runs' / 'results' / row
+  if workdir.exists():
+    shutil.rmtree(workdir)
+  command = [sys.executable, str(REPO / 'experiments' / 'train.py'),
+             f'--config={REPO / "experiments" / "configs" / f"{row}.py"}', f'--workdir={workdir}', *overrides]
+  started = time.time()
+  subprocess.run(command, check=True)
+  wall_s = time.time() - started
+  lines = [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
+  config = json.loads((workdir / 'config.json').read_text())
+  test, key = lines[-1], ROWS[row][0]
+  return {'row': row, 'metric': key, 'value': test[key], 'steps': test['step'],
+          'epochs': config['num_epochs'] if config['num_train_steps'] <= 0 else None,
+          'wall_s': round(wall_s), 'cores': os.cpu_count(), 'command': ' '.join(['python', *map(str, command[1:])])
+          .replace(str(REPO) + '/', ''), 'date': time.strftime('%Y-%m-%d')}
+
+
+def render(entries: dict[str, dict]) -> str:
+  """The markdown table of every row (rows not run yet say so)."""
+  lines = ['| config | result | target | met | steps (epochs) | wall time | command |', '|---|---|---|---|---|---|---|']
+  for row, (_, shown, target, check) in ROWS.items():
+    entry = entries.get(row)
+    if entry is None:
+      lines.append(f'| {row} | not run yet | {target} | | | | `python experiments/results.py --rows={row}` |')
+      continue
+    epochs = f' ({entry["epochs"]})' if entry.get('epochs') else ''
+    lines.append(f'| {row} | {shown.format(entry["value"])} | {target} | {"yes" if check(entry["value"]) else "no"} '
+                 f'| {entry["steps"]}{epochs} | {entry["wall_s"] / 60:.1f} min on {entry["cores"]} cores '
+                 f'| `python experiments/results.py --rows={row}` |')
+  return '\n'.join(lines)
+
+
+def main(argv):
+  del argv
+  rows = list(ROWS) if _ROWS.value == ['all'] else _ROWS.value
+  unknown = [r for r in rows if r not in ROWS]
+  if unknown:
+    sys.exit(f'error: unknown rows {unknown}; choose from: {", ".join(ROWS)}')
+  entries = {}
+  if RESULTS.exists():
+    entries = {e['row']: e for e in map(json.loads, RESULTS.read_text().splitlines())}
+  for row in rows:
+    entries[row] = run_row(row, _EXTRA.value)
+    RESULTS.write_text(''.join(json.dumps(entries[r]) + '\n' for r in ROWS if r in entries))
+    print(json.dumps(entries[row]))
+  readme = README.read_text()
+  start, end = readme.index(BEGIN) + len(BEGIN), readme.index(END)
+  README.write_text(readme[:start] + '\n' + render(entries) + '\n' + readme[end:])
+
+
+if __name__ == '__main__':
+  app.run(main)
