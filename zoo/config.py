@@ -5,8 +5,18 @@ from __future__ import annotations
 import ml_collections
 
 
-def default_config() -> ml_collections.ConfigDict:
-  """All sections with their defaults; experiment configs override what they need.
+# Data-section defaults per dataset, over the image defaults below.
+DATA_PRESETS = {
+    'glue/sst2': dict(eval_split='validation', test_split='validation', batch_size=64, eval_batch_size=218,
+                      token_level='word', vocab_size=20000, max_length=60),
+    'tiny_shakespeare': dict(eval_split='validation', test_split='test', batch_size=64, eval_batch_size=64,
+                             token_level='char', vocab_size=128, max_length=128),
+    'binarized_mnist': dict(eval_split='validation', test_split='test', eval_batch_size=500, image_scale=1.0),
+}
+
+
+def default_config(dataset: str = 'mnist') -> ml_collections.ConfigDict:
+  """All sections with their defaults for `dataset`; experiment configs override what they need.
 
   data: dataset (TFDS name), splits, batching, caching, TFDS dir (None: TFDS's default).
   model / task: `name` picks the module / task; other keys are its options.
@@ -17,9 +27,9 @@ def default_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.data = ml_collections.ConfigDict(dict(
-      name='mnist', train_split='train', eval_split='test', test_split='test',
+      name=dataset, train_split='train', eval_split='test', test_split='test',
       batch_size=128, eval_batch_size=1000, cache_in_memory=True, num_threads=0, image_scale=255.0,
-      tfds_dir=ml_collections.config_dict.placeholder(str)))
+      tfds_dir=ml_collections.config_dict.placeholder(str)) | DATA_PRESETS.get(dataset, {}))
   config.model = ml_collections.ConfigDict(dict(name='cnn'))
   config.task = ml_collections.ConfigDict(dict(name='classification'))
   config.optimizer = ml_collections.ConfigDict(dict(

@@ -6,9 +6,7 @@ from zoo.config import default_config
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = default_config()
-  config.data.update(dict(name='binarized_mnist', eval_split='validation', test_split='test',
-                          batch_size=128, eval_batch_size=500, image_scale=1.0))
+  config = default_config('binarized_mnist')
   config.model = ml_collections.ConfigDict(dict(name='vae', latent_dim=20, hidden=500, output_dim=784))
   config.task = ml_collections.ConfigDict(dict(name='vae', iw_samples=0))
   config.optimizer.update(dict(name='adam', learning_rate=1e-3))

@@ -6,12 +6,7 @@ from zoo.config import default_config
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = default_config()
-  config.data.update(dict(name='tiny_shakespeare', eval_split='validation', test_split='test',
-                          batch_size=64, eval_batch_size=64))
-  config.data.token_level = 'char'
-  config.data.vocab_size = 128
-  config.data.max_length = 128
+  config = default_config('tiny_shakespeare')
   config.model = ml_collections.ConfigDict(dict(
       name='rnn_lm', vocab_size=128, embed_dim=64, hidden=512, num_layers=2, cell='lstm', dropout_rate=0.2))
   config.task = ml_collections.ConfigDict(dict(name='language_model'))

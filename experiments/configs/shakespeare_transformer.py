@@ -6,12 +6,7 @@ from zoo.config import default_config
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = default_config()
-  config.data.update(dict(name='tiny_shakespeare', eval_split='validation', test_split='test',
-                          batch_size=64, eval_batch_size=64))
-  config.data.token_level = 'char'
-  config.data.vocab_size = 128
-  config.data.max_length = 128
+  config = default_config('tiny_shakespeare')
   config.model = ml_collections.ConfigDict(dict(
       name='transformer', vocab_size=128, max_len=129, d_model=192, num_heads=6, num_layers=4, d_ff=768,
       dropout_rate=0.1, causal=True, head='lm'))

@@ -6,12 +6,7 @@ from zoo.config import default_config
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = default_config()
-  config.data.update(dict(name='glue/sst2', eval_split='validation', test_split='validation',
-                          batch_size=64, eval_batch_size=218))
-  config.data.token_level = 'word'
-  config.data.vocab_size = 20000
-  config.data.max_length = 60
+  config = default_config('glue/sst2')
   config.model = ml_collections.ConfigDict(dict(
       name='rnn_classifier', vocab_size=20000, embed_dim=256, hidden=256, num_layers=1, cell='lstm',
       bidirectional=False, dropout_rate=0.5, num_classes=2))

@@ -6,12 +6,7 @@ from zoo.config import default_config
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = default_config()
-  config.data.update(dict(name='glue/sst2', eval_split='validation', test_split='validation',
-                          batch_size=64, eval_batch_size=218))
-  config.data.token_level = 'word'
-  config.data.vocab_size = 20000
-  config.data.max_length = 60
+  config = default_config('glue/sst2')
   config.model = ml_collections.ConfigDict(dict(
       name='transformer', vocab_size=20000, max_len=64, d_model=128, num_heads=4, num_layers=2, d_ff=512,
       dropout_rate=0.3, causal=False, head='classify', pooling='mean', num_classes=2))
