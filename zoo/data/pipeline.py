@@ -191,7 +191,7 @@ def _text_sources(builder, config: ml_collections.ConfigDict, splits: list[str],
           f'{saved_path} ({len(Vocabulary.load(saved_path))} tokens) differs from the vocabulary built now '
           f'({len(vocab)} tokens) from config.data (vocab_size, token_level, train_split). Fix: use the data '
           'config the run was made with, or a new --workdir.')
-    if jax.process_index() == 0:
+    if jax.process_index() == 0 and not saved_path.exists():
       workdir.mkdir(parents=True, exist_ok=True)
       vocab.save(saved_path)
   sources = {}

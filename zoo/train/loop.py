@@ -4,6 +4,7 @@ One loop for every model."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 import sys
@@ -80,6 +81,46 @@ def _window_means(pending: list[dict], first_step: int, policy: str, checkpointe
   return means
 
 
+@dataclasses.dataclass
+class Experiment:
+  """Everything a config builds before the first step: mesh, model, task, data, optimizer, fresh state."""
+  mesh: Any
+  model: Any
+  task: Any
+  pipeline: Pipeline
+  total_steps: int
+  tx: Any
+  schedule: Any
+  state: state_lib.TrainState
+  shardings: state_lib.TrainState
+
+
+def build_experiment(config: ml_collections.ConfigDict, workdir: pathlib.Path | None, *,
+                     raw_data_dir: str | None = None, before_data=None) -> Experiment:
+  """Builds `config`'s parts in order, failing early on bad config.
+
+  `before_data` (optional) runs once model and task are valid and before the
+  data is prepared (the loop checks the workdir's checkpoint there).
+  """
+  mesh = make_mesh(config.mesh)
+  model = models.build(config.model)
+  task = tasks.build(config.task, model)
+  if before_data is not None:
+    before_data()
+  pipeline = build_pipeline(config.data, seed=config.seed, raw_data_dir=raw_data_dir, workdir=workdir)
+  if pipeline.vocab is not None and config.model.get('vocab_size', 0) < len(pipeline.vocab):
+    raise ConfigError(f'config.model.vocab_size={config.model.get("vocab_size")} is smaller than the data\'s '
+                      f'vocabulary ({len(pipeline.vocab)} ids); set it to at least {len(pipeline.vocab)}.')
+  total_steps = total_train_steps(config, pipeline.steps_per_epoch)
+  if total_steps <= 0:
+    raise ConfigError(f'The config gives {total_steps} train steps; set config.num_epochs or '
+                      'config.num_train_steps to a positive number.')
+  tx, schedule = optim.build(config.optimizer, total_steps)
+  example = pipeline.example_batch()
+  state, shardings = state_lib.create(model, tx, example[task.input_key], config.seed, mesh, config.mesh.rules)
+  return Experiment(mesh, model, task, pipeline, total_steps, tx, schedule, state, shardings)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        raw_data_dir: str | None = None) -> dict[str, Any]:
   """Trains `config` in `workdir` (resuming from its latest good checkpoint) and tests it.
@@ -99,21 +140,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   checkpointer = Checkpointer(workdir, keep=ckpt_config.keep, keep_best=ckpt_config.get('keep_best', 0),
                               best_metric=ckpt_config.get('best_metric', 'eval_accuracy'),
                               best_mode=ckpt_config.get('best_mode', 'max'), async_save=ckpt_config.async_save)
-  mesh = make_mesh(config.mesh)
-  model = models.build(config.model)
-  task = tasks.build(config.task, model)
-  checkpointer.check_compatible(config_dict)
-  pipeline = build_pipeline(config.data, seed=config.seed, raw_data_dir=raw_data_dir, workdir=workdir)
-  if pipeline.vocab is not None and config.model.get('vocab_size', 0) < len(pipeline.vocab):
-    raise ConfigError(f'config.model.vocab_size={config.model.get("vocab_size")} is smaller than the data\'s '
-                      f'vocabulary ({len(pipeline.vocab)} ids); set it to at least {len(pipeline.vocab)}.')
-  total_steps = total_train_steps(config, pipeline.steps_per_epoch)
-  if total_steps <= 0:
-    raise ConfigError(f'The config gives {total_steps} train steps; set config.num_epochs or '
-                      'config.num_train_steps to a positive number.')
-  tx, schedule = optim.build(config.optimizer, total_steps)
-  example = pipeline.example_batch()
-  state, shardings = state_lib.create(model, tx, example[task.input_key], config.seed, mesh, config.mesh.rules)
+  experiment = build_experiment(config, workdir, raw_data_dir=raw_data_dir,
+                                before_data=lambda: checkpointer.check_compatible(config_dict))
+  mesh, task, pipeline, state = experiment.mesh, experiment.task, experiment.pipeline, experiment.state
+  total_steps = experiment.total_steps
   train_iterator = pipeline.train_iterator()
   start_step, restored = checkpointer.restore_latest(abstract_like(state), train_iterator)
   writer_active = jax.process_index() == 0
@@ -126,7 +156,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     _drop_rows_after(workdir / 'metrics.jsonl', start_step)
     (workdir / 'config.json').write_text(json.dumps(config_dict, indent=2) + '\n')
 
-  train_step, eval_step = compile_steps(task, tx, schedule, shardings, batch_sharding(mesh))
+  train_step, eval_step = compile_steps(task, experiment.tx, experiment.schedule, experiment.shardings,
+                                        batch_sharding(mesh))
   writer = MetricWriter(workdir)
   progress = tqdm.tqdm(total=total_steps, initial=start_step, unit='step', dynamic_ncols=True,
                        disable=not sys.stderr.isatty() or not writer_active)
