@@ -49,8 +49,10 @@ def main(argv):
     print(f'Interrupted at step {result["step"]}: saved {result["checkpoint"]}. '
           'Resume with the same command.')
     return
-  print(f'test accuracy: {100 * result["accuracy"]:.2f}%  (test loss {result["loss"]:.4f}, '
-        f'{result["step"]} steps, {result["wall_s"]:.0f} s) -> {_WORKDIR.value}')
+  metrics = {k: v for k, v in result.items() if k not in ('step', 'wall_s', 'skipped_steps')}
+  shown = ', '.join(f'{k}: {100 * v:.2f}%' if k == 'accuracy' else f'{k}: {v:.4f}'
+                    for k, v in sorted(metrics.items(), key=lambda kv: kv[0] != 'accuracy'))
+  print(f'test {shown}  ({result["step"]} steps, {result["wall_s"]:.0f} s) -> {_WORKDIR.value}')
 
 
 if __name__ == '__main__':

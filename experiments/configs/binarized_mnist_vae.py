@@ -9,10 +9,10 @@ def get_config() -> ml_collections.ConfigDict:
   config = default_config('binarized_mnist')
   config.model = ml_collections.ConfigDict(dict(name='vae', latent_dim=20, hidden=500, output_dim=784))
   config.task = ml_collections.ConfigDict(dict(name='vae', iw_samples=0))
-  config.optimizer.update(dict(name='adam', learning_rate=1e-3))
-  config.num_epochs = 30
-  config.eval_every = 1170
-  config.checkpoint.every = 1170
+  config.optimizer.update(dict(name='adam', learning_rate=1e-3, schedule='warmup_cosine', warmup_steps=500))
+  config.num_epochs = 60
+  config.eval_every = 3900
+  config.checkpoint.every = 3900
   config.checkpoint.best_metric = 'eval_loss'
   config.checkpoint.best_mode = 'min'
   return config
