@@ -199,3 +199,44 @@ def test_local_copy_not_matching_zoo_checksum_is_refused(tmp_path, no_default_ra
   (folder / 'dev.tsv').write_text('sentence\tlabel\nedited\t1\n')
   with pytest.raises(DataUnavailableError, match=r'dev.tsv does not match its checksum'):
     prepare('glue/sst2', raw_data_dir=str(tmp_path / 'raw'), tfds_dir=str(tmp_path / 'tfds'), allow_download=False)
+
+
+def _image_pipeline(seed, **augment):
+  from zoo.data.augment import Augment
+  images = np.arange(8 * 6 * 6, dtype=np.uint8).reshape(8, 6, 6, 1)
+  return Pipeline(sources={'train': ArraySource({'image': images, 'label': np.arange(8)})}, train_split='train',
+                  global_batch_size=4, seed=seed, augment=Augment(**augment))
+
+
+def test_augmentation_is_seeded_per_batch_and_resumes_exactly():
+  plain = next(_image_pipeline(0).train_iterator())
+  first = _image_pipeline(0, translate=2, flip=True).train_iterator()
+  batches = [next(first) for _ in range(3)]
+  again = [next(_image_pipeline(0, translate=2, flip=True).train_iterator()) for _ in range(1)]
+  np.testing.assert_array_equal(batches[0]['image'], again[0]['image'])
+  assert not np.array_equal(batches[0]['image'], plain['image'])
+  np.testing.assert_array_equal(batches[0]['label'], plain['label'])
+  iterator = _image_pipeline(0, translate=2, flip=True).train_iterator()
+  next(iterator)
+  state = iterator.get_state()
+  resumed = _image_pipeline(0, translate=2, flip=True).train_iterator()
+  resumed.set_state(state)
+  np.testing.assert_array_equal(next(resumed)['image'], batches[1]['image'])
+
+
+def test_translate_flip_and_word_dropout_do_what_they_say():
+  from zoo.data.augment import random_flip, random_translate, word_dropout
+  rng = np.random.default_rng(0)
+  image = np.zeros((1, 5, 5, 1), np.uint8)
+  image[0, 2, 2, 0] = 9
+  shifted = random_translate(np.repeat(image, 50, axis=0), rng, 1)
+  positions = {tuple(np.argwhere(s[..., 0] == 9)[0]) for s in shifted}
+  assert positions <= {(r, c) for r in (1, 2, 3) for c in (1, 2, 3)} and len(positions) > 3
+  assert all(s.sum() == 9 for s in shifted)
+  ramp = np.arange(4, dtype=np.uint8).reshape(1, 1, 4, 1).repeat(20, axis=0)
+  flipped = random_flip(ramp, rng)
+  assert {tuple(f[0, :, 0]) for f in flipped} == {(0, 1, 2, 3), (3, 2, 1, 0)}
+  tokens = np.array([[5, 6, 7, 8, 0, 0]] * 200, np.int32)
+  dropped = word_dropout(tokens, rng, 0.25)
+  assert (dropped[:, 4:] == 0).all()
+  assert 0.15 < (dropped[:, :4] == 1).mean() < 0.35

@@ -18,7 +18,7 @@ DATA_PRESETS = {
 def default_config(dataset: str = 'mnist') -> ml_collections.ConfigDict:
   """All sections with their defaults for `dataset`; experiment configs override what they need.
 
-  data: dataset (TFDS name), splits, batching, caching, TFDS dir (None: TFDS's default).
+  data: dataset (TFDS name), splits, batching, caching, train-time augmentation, TFDS dir (None: TFDS's default).
   model / task: `name` picks the module / task; other keys are its options.
   optimizer: see zoo.train.optim.build. mesh: axes and logical-axis rules.
   checkpoint: interval, how many to keep (last N, best K by a metric).
@@ -29,6 +29,7 @@ def default_config(dataset: str = 'mnist') -> ml_collections.ConfigDict:
   config.data = ml_collections.ConfigDict(dict(
       name=dataset, train_split='train', eval_split='test', test_split='test',
       batch_size=128, eval_batch_size=1000, cache_in_memory=True, num_threads=0, image_scale=255.0,
+      augment=dict(translate=0, flip=False, word_dropout=0.0),
       tfds_dir=ml_collections.config_dict.placeholder(str)) | DATA_PRESETS.get(dataset, {}))
   config.model = ml_collections.ConfigDict(dict(name='cnn'))
   config.task = ml_collections.ConfigDict(dict(name='classification'))

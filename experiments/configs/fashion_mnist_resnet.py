@@ -7,6 +7,7 @@ from zoo.config import default_config
 
 def get_config() -> ml_collections.ConfigDict:
   config = default_config('fashion_mnist')
+  config.data.augment.update(dict(translate=2, flip=True))
   config.model = ml_collections.ConfigDict(dict(
       name='resnet', num_classes=10, stage_sizes=(2, 2, 2), widths=(32, 64, 128)))
   config.task = ml_collections.ConfigDict(dict(name='classification', label_smoothing=0.1))

@@ -21,6 +21,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from zoo.data.augment import Augment
 from zoo.data.preparation import prepare
 from zoo.data.text import Vocabulary, pad_sequences, windows
 from zoo.errors import ConfigError
@@ -117,6 +118,7 @@ class Pipeline:
     num_threads: grain read/prefetch threads for the train iterator.
     vocab: the token vocabulary of text datasets (None for others).
     image_scale: uint8 images are divided by it (255, or 1 for binary images).
+    augment: train-time augmentation (seeded per batch by grain).
   """
   sources: dict[str, Any]
   train_split: str
@@ -127,6 +129,7 @@ class Pipeline:
   num_threads: int = 0
   vocab: Vocabulary | None = None
   image_scale: float = 255.0
+  augment: Augment = Augment()
 
   def __post_init__(self):
     self.local_rows = self.process_rows(self.global_batch_size)
@@ -157,6 +160,8 @@ class Pipeline:
     indices = grain.MapDataset.range(len(source)).shuffle(seed=self.seed).repeat()
     batches = indices.batch(self.global_batch_size, drop_remainder=True)
     batches = batches.map(_ReadRows(source, self.local_rows, self.image_scale))
+    if self.augment:
+      batches = batches.random_map(self.augment, seed=self.seed)
     options = grain.ReadOptions(num_threads=self.num_threads, prefetch_buffer_size=2 * self.num_threads)
     return iter(batches.to_iter_dataset(options))
 
@@ -211,7 +216,7 @@ def build_pipeline(config: ml_collections.ConfigDict, *, seed: int, raw_data_dir
 
   Reads: name, train_split, eval_split, test_split, batch_size,
   eval_batch_size, cache_in_memory, num_threads, tfds_dir; for text datasets
-  image_scale (default 255); for text datasets token_level ('word'/'char'), vocab_size (most ids, 2 specials
+  image_scale (default 255), augment (see zoo.data.augment.Augment); for text datasets token_level ('word'/'char'), vocab_size (most ids, 2 specials
   included) and max_length (tokens per example, or per LM window). Text
   datasets save their vocabulary as `workdir/vocab.json`.
   """
@@ -237,4 +242,5 @@ def build_pipeline(config: ml_collections.ConfigDict, *, seed: int, raw_data_dir
   return Pipeline(sources=sources, train_split=config.train_split,
                   global_batch_size=config.batch_size, seed=seed,
                   process_index=jax.process_index(), process_count=jax.process_count(),
-                  num_threads=config.num_threads, vocab=vocab, image_scale=config.get('image_scale', 255.0))
+                  num_threads=config.num_threads, vocab=vocab, image_scale=config.get('image_scale', 255.0),
+                  augment=Augment.from_config(config.get('augment')))

@@ -16,6 +16,7 @@ import numpy as np
 from zoo.errors import ConfigError
 
 PAD, UNK = '<pad>', '<unk>'
+PAD_ID, UNK_ID = 0, 1
 
 
 class Vocabulary:
