@@ -240,3 +240,24 @@ def test_translate_flip_and_word_dropout_do_what_they_say():
   dropped = word_dropout(tokens, rng, 0.25)
   assert (dropped[:, 4:] == 0).all()
   assert 0.15 < (dropped[:, :4] == 1).mean() < 0.35
+
+
+def test_your_own_tsv_files_load_through_the_same_layer(tmp_path):
+  import ml_collections
+  from conftest import load_config
+  folder = tmp_path / 'reviews'
+  folder.mkdir()
+  (folder / 'train.tsv').write_text('sentence\tlabel\ngreat fun\t1\nawful and dull\t0\ngreat great\t1\n')
+  (folder / 'dev.tsv').write_text('sentence\tlabel\nfun but dull\t1\n')
+  config = load_config('sst2_lstm').data
+  config.update(dict(name='tsv', eval_split='dev', test_split='dev', batch_size=2, eval_batch_size=1, max_length=4))
+  config.tsv_dir = str(folder)
+  pipeline = build_pipeline(config, seed=0, workdir=tmp_path / 'run')
+  assert pipeline.vocab.tokens[:3] == ['<pad>', '<unk>', 'great']
+  assert (tmp_path / 'run' / 'vocab.json').exists()
+  [dev] = list(pipeline.eval_batches('dev', 1))
+  fun, dull = pipeline.vocab.ids['fun'], pipeline.vocab.ids['dull']
+  np.testing.assert_array_equal(dev['tokens'], [[fun, 1, dull, 0]])  # 'but' is unknown
+  (folder / 'dev.tsv').write_text('text,label\nno tabs here,1\n')
+  with pytest.raises(DataUnavailableError, match='must start with the header sentence<TAB>label'):
+    build_pipeline(config, seed=0)

@@ -9,6 +9,7 @@ each process reads only its own rows.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import os
 import pathlib
@@ -24,7 +25,7 @@ import numpy as np
 from zoo.data.augment import Augment
 from zoo.data.preparation import prepare
 from zoo.data.text import Vocabulary, pad_sequences, windows
-from zoo.errors import ConfigError
+from zoo.errors import ConfigError, DataUnavailableError
 
 Batch = dict[str, np.ndarray]
 
@@ -181,11 +182,33 @@ class Pipeline:
       yield batch
 
 
-def _text_sources(builder, config: ml_collections.ConfigDict, splits: list[str],
+def read_tsv_splits(folder: str, splits: list[str]) -> dict[str, dict[str, np.ndarray]]:
+  """Your own text classification data: `<folder>/<split>.tsv`, header `sentence<TAB>label`, integer labels.
+
+  Returns split -> {'sentence': utf-8 bytes [N], 'label': i64[N]}.
+  """
+  columns = {}
+  for split in splits:
+    path = pathlib.Path(folder).expanduser() / f'{split}.tsv'
+    if not path.is_file():
+      raise DataUnavailableError(f'{path} is missing: config.data.tsv_dir needs one <split>.tsv per split '
+                                 f'({", ".join(splits)}), each with the header sentence<TAB>label.')
+    rows = list(csv.reader(path.read_text(encoding='utf-8').splitlines(), delimiter='\t', quoting=csv.QUOTE_NONE))
+    if not rows or rows[0][:2] != ['sentence', 'label'] or any(len(r) < 2 for r in rows[1:]):
+      raise DataUnavailableError(f'{path} must start with the header sentence<TAB>label and have two columns '
+                                 'on every line.')
+    try:
+      labels = np.array([int(r[1]) for r in rows[1:]], np.int64)
+    except ValueError as error:
+      raise DataUnavailableError(f'{path}: labels must be integers ({error}).') from error
+    columns[split] = {'sentence': np.array([r[0].encode('utf-8') for r in rows[1:]]), 'label': labels}
+  return columns
+
+
+def _text_sources(columns: dict[str, dict[str, np.ndarray]], config: ml_collections.ConfigDict, splits: list[str],
                   workdir: pathlib.Path | None) -> tuple[dict[str, ArraySource], Vocabulary]:
-  """Token-id sources for text datasets: 'sentence' + 'label' (classification) or one 'text' (language model)."""
-  columns = {split: ArraySource.load(builder.as_data_source(split=split)).columns for split in splits}
-  classify = 'sentence' in builder.info.features
+  """Token-id sources for text: 'sentence' + 'label' columns (classification) or one 'text' (language model)."""
+  classify = 'sentence' in columns[splits[0]]
   texts = {split: [t.decode('utf-8') for t in cols['sentence' if classify else 'text']]
            for split, cols in columns.items()}
   vocab = Vocabulary.build(texts[config.train_split], level=config.token_level, max_size=config.vocab_size)
@@ -210,35 +233,46 @@ def _text_sources(builder, config: ml_collections.ConfigDict, splits: list[str],
   return sources, vocab
 
 
+def _tfds_sources(config: ml_collections.ConfigDict, splits: list[str], raw_data_dir: str | None,
+                  workdir: pathlib.Path | None) -> tuple[dict[str, Any], Vocabulary | None]:
+  """Sources of a TFDS dataset: token ids for text, (cached) records for images."""
+  builder = prepare(config.name, raw_data_dir=raw_data_dir, tfds_dir=config.get('tfds_dir'))
+  unknown = [s for s in splits if s not in builder.info.splits]
+  if unknown:
+    raise ConfigError(f'Dataset {config.name!r} has no split {unknown}; it has {sorted(builder.info.splits)}.')
+  if {'sentence', 'text'} & set(builder.info.features):
+    columns = {split: ArraySource.load(builder.as_data_source(split=split)).columns for split in splits}
+    return _text_sources(columns, config, splits, workdir)
+  sources = {}
+  for split in splits:
+    source = builder.as_data_source(split=split)
+    if config.cache_in_memory:
+      cache_path = pathlib.Path(builder.data_dir) / f'zoo-decoded-{re.sub(r"[^A-Za-z0-9_.-]", "_", split)}.npz'
+      source = ArraySource.load(source, cache_path)
+    sources[split] = source
+  return sources, None
+
+
 def build_pipeline(config: ml_collections.ConfigDict, *, seed: int, raw_data_dir: str | None = None,
                    workdir: pathlib.Path | None = None) -> Pipeline:
   """Builds the pipeline named by `config` (the `data` section).
 
   Reads: name, train_split, eval_split, test_split, batch_size,
-  eval_batch_size, cache_in_memory, num_threads, tfds_dir; for text datasets
-  image_scale (default 255), augment (see zoo.data.augment.Augment); for text datasets token_level ('word'/'char'), vocab_size (most ids, 2 specials
+  eval_batch_size, cache_in_memory, num_threads, tfds_dir, image_scale
+  (default 255), augment (see zoo.data.augment.Augment); for text datasets
+  also token_level ('word'/'char'), vocab_size (most ids, 2 specials
   included) and max_length (tokens per example, or per LM window). Text
-  datasets save their vocabulary as `workdir/vocab.json`.
+  datasets save their vocabulary as `workdir/vocab.json`. name='tsv' reads
+  your own `<tsv_dir>/<split>.tsv` files (sentence<TAB>label) instead of TFDS.
   """
   for key in ('batch_size', 'eval_batch_size'):
     if not isinstance(config[key], int) or config[key] <= 0:
       raise ConfigError(f'config.data.{key}={config[key]!r}; it must be a positive integer.')
-  builder = prepare(config.name, raw_data_dir=raw_data_dir, tfds_dir=config.get('tfds_dir'))
   splits = list(dict.fromkeys([config.train_split, config.eval_split, config.test_split]))
-  unknown = [s for s in splits if s not in builder.info.splits]
-  if unknown:
-    raise ConfigError(f'Dataset {config.name!r} has no split {unknown}; it has {sorted(builder.info.splits)}.')
-  vocab = None
-  if {'sentence', 'text'} & set(builder.info.features):
-    sources, vocab = _text_sources(builder, config, splits, workdir)
+  if config.name == 'tsv':
+    sources, vocab = _text_sources(read_tsv_splits(config.tsv_dir, splits), config, splits, workdir)
   else:
-    sources = {}
-    for split in splits:
-      source = builder.as_data_source(split=split)
-      if config.cache_in_memory:
-        cache_path = pathlib.Path(builder.data_dir) / f'zoo-decoded-{re.sub(r"[^A-Za-z0-9_.-]", "_", split)}.npz'
-        source = ArraySource.load(source, cache_path)
-      sources[split] = source
+    sources, vocab = _tfds_sources(config, splits, raw_data_dir, workdir)
   return Pipeline(sources=sources, train_split=config.train_split,
                   global_batch_size=config.batch_size, seed=seed,
                   process_index=jax.process_index(), process_count=jax.process_count(),
