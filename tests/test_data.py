@@ -261,3 +261,12 @@ def test_your_own_tsv_files_load_through_the_same_layer(tmp_path):
   (folder / 'dev.tsv').write_text('text,label\nno tabs here,1\n')
   with pytest.raises(DataUnavailableError, match='must start with the header sentence<TAB>label'):
     build_pipeline(config, seed=0)
+
+
+def test_damaged_decoded_cache_is_rebuilt(tmp_path):
+  records = [{'x': np.int64(i)} for i in range(5)]
+  source = type('Source', (), {'__len__': lambda self: 5, '__getitems__': lambda self, idx: [records[i] for i in idx]})()
+  cache = tmp_path / 'cache.npz'
+  cache.write_bytes(b'PK\x03\x04 truncated')
+  np.testing.assert_array_equal(ArraySource.load(source, cache).columns['x'], np.arange(5))
+  np.testing.assert_array_equal(np.load(cache)['x'], np.arange(5))

@@ -14,6 +14,7 @@ import dataclasses
 import os
 import pathlib
 import re
+import zipfile
 from typing import Any, Iterator, Mapping, Sequence
 
 import grain
@@ -49,10 +50,13 @@ class ArraySource:
     while they hold as many rows as `source`; an unwritable place is skipped.
     """
     if cache_path is not None and cache_path.exists():
-      with np.load(cache_path) as cached:
-        columns = {key: cached[key] for key in cached.files}
-      if all(len(v) == len(source) for v in columns.values()):
-        return cls(columns)
+      try:
+        with np.load(cache_path) as cached:
+          columns = {key: cached[key] for key in cached.files}
+        if columns and all(len(v) == len(source) for v in columns.values()):
+          return cls(columns)
+      except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:  # a damaged cache is rebuilt
+        logging.warning('Rebuilding the decoded-data cache %s: %s', cache_path, error)
     parts = [stack_records(source.__getitems__(range(start, min(start + chunk, len(source)))))
              for start in range(0, len(source), chunk)]
     columns = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
