@@ -17,6 +17,7 @@ import jax
 import ml_collections
 from absl import app, flags, logging
 
+from zoo.config import set_dotted
 from zoo.errors import UserError
 from zoo.parallel import batch_sharding
 from zoo.train.checkpoint import load_state
@@ -38,11 +39,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]) -> 
       value = json.loads(raw)
     except json.JSONDecodeError:
       value = raw
-    *parents, key = dotted.split('.')
-    section = config
-    for parent in parents:
-      section = section[parent]
-    section[key] = value
+    set_dotted(config, dotted, value)
 
 
 def main(argv):

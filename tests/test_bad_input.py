@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from zoo import models
+from zoo.config import set_dotted
 from zoo.errors import CheckpointMismatchError, ConfigError, DataUnavailableError, UserError
 from zoo.train.checkpoint import Checkpointer
 from zoo.train.loop import train_and_evaluate
@@ -44,13 +45,6 @@ def _short_config(tfds_dir) -> ml_collections.ConfigDict:
   config.num_train_steps = 5
   config.checkpoint.every = 5
   return config
-
-
-def _set(config, dotted: str, value):
-  *parents, key = dotted.split('.')
-  for parent in parents:
-    config = config[parent]
-  config[key] = value
 
 
 def _offline_empty_raw_dir(config, tmp_path, monkeypatch, files=()):
@@ -97,7 +91,7 @@ def test_bad_config_value(key, value, error, words, earlier_run, tfds_dir):
   config = _short_config(tfds_dir)
   if key == 'num_epochs':
     config.num_train_steps = -1
-  _set(config, key, value)
+  set_dotted(config, key, value)
   with pytest.raises(error) as raised:
     train_and_evaluate(config, str(earlier_run))
   assert words in str(raised.value)

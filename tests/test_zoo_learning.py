@@ -3,11 +3,11 @@ every experiment config builds its model and task."""
 
 from __future__ import annotations
 
-import pathlib
 
 import pytest
 
 from zoo import models, tasks
+from zoo.config import set_dotted
 from zoo.train.loop import train_and_evaluate
 
 from conftest import REPO, load_config
@@ -35,21 +35,13 @@ LEARNING = [
 ]
 
 
-def _apply(config, overrides):
-  for dotted, value in overrides.items():
-    *parents, key = dotted.split('.')
-    section = config
-    for parent in parents:
-      section = section[parent]
-    section[key] = value
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize('name,overrides,metric,bound', LEARNING, ids=[row[0] for row in LEARNING])
 def test_family_learns_on_real_data(name, overrides, metric, bound, tfds_dir, tmp_path):
   config = load_config(name)
   config.data.tfds_dir = tfds_dir
-  _apply(config, {'log_every': 50, 'eval_every': 10**6, 'checkpoint.every': 10**6, **overrides})
+  for dotted, value in {'log_every': 50, 'eval_every': 10**6, 'checkpoint.every': 10**6, **overrides}.items():
+    set_dotted(config, dotted, value)
   if name.startswith('shakespeare'):
     config.data.test_split = 'validation'
   result = train_and_evaluate(config, str(tmp_path))

@@ -45,3 +45,11 @@ def default_config(dataset: str = 'mnist') -> ml_collections.ConfigDict:
       every=1000, keep=3, keep_best=0, best_metric='eval_accuracy', best_mode='max', async_save=True))
   config.nonfinite = 'stop'
   return config
+
+
+def set_dotted(config: ml_collections.ConfigDict, dotted: str, value) -> None:
+  """config['a']['b']['c'] = value for dotted = 'a.b.c' (sections must exist)."""
+  *parents, key = dotted.split('.')
+  for parent in parents:
+    config = config[parent]
+  config[key] = value
