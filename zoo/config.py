@@ -5,6 +5,9 @@ from __future__ import annotations
 import ml_collections
 
 
+# XLA CPU option value that hands dot, elementwise and reduce fusions to YNNPACK (conv nets use it).
+YNN_FUSIONS = 'LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_ELTWISE,LIBRARY_FUSION_TYPE_REDUCE'
+
 # Data-section defaults per dataset, over the image defaults below.
 DATA_PRESETS = {
     'glue/sst2': dict(eval_split='validation', test_split='validation', batch_size=64, eval_batch_size=218,
@@ -23,6 +26,7 @@ def default_config(dataset: str = 'mnist') -> ml_collections.ConfigDict:
   optimizer: see zoo.train.optim.build. mesh: axes and logical-axis rules.
   checkpoint: interval, how many to keep (last N, best K by a metric).
   nonfinite: 'stop' or 'skip' on a non-finite loss or gradient.
+  cpu_compiler_options: XLA options for the steps on the CPU backend (see zoo.train.step.compiler_options).
   """
   config = ml_collections.ConfigDict()
   config.seed = 0
@@ -44,6 +48,7 @@ def default_config(dataset: str = 'mnist') -> ml_collections.ConfigDict:
   config.checkpoint = ml_collections.ConfigDict(dict(
       every=1000, keep=3, keep_best=0, best_metric='eval_accuracy', best_mode='max', async_save=True))
   config.nonfinite = 'stop'
+  config.cpu_compiler_options = {}
   return config
 
 

@@ -14,9 +14,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from zoo.kernels.recurrence import GATES, recurrence
 from zoo.models.layers import dense
 
-CELLS = {'lstm': 4, 'gru': 3}  # gates per cell
 
 
 def reverse_within_length(x: jax.Array, lengths: jax.Array) -> jax.Array:
@@ -34,55 +34,35 @@ class RecurrentLayer(nn.Module):
     cell: 'lstm' or 'gru' (GRU as in cuDNN: the reset gate scales the
       recurrent candidate term, which has its own bias).
     reverse: run from each sequence's last real step to its first.
+    implementation: the recurrence kernel, see `zoo.kernels.recurrence` ('auto' picks per backend).
   """
   hidden: int
   cell: str = 'lstm'
   reverse: bool = False
+  implementation: str = 'auto'
 
   @nn.compact
   def __call__(self, x: jax.Array, lengths: jax.Array) -> tuple[jax.Array, jax.Array]:
     """x: f32[B, T, D], lengths: i32[B] -> (outputs f32[B, T, H] (0 at pads), last state f32[B, H])."""
-    if self.cell not in CELLS:
-      raise ValueError(f'Unknown cell {self.cell!r}; use one of: {", ".join(CELLS)}.')
-    gates, hidden = CELLS[self.cell], self.hidden
+    if self.cell not in GATES:
+      raise ValueError(f'Unknown cell {self.cell!r}; use one of: {", ".join(GATES)}.')
+    gates, hidden = GATES[self.cell], self.hidden
     if self.reverse:
       x = reverse_within_length(x, lengths)
-    projected = dense(gates * hidden, ('embed', 'mlp'), name='input')(x)  # [B, T, G*H], all steps at once
+    # Input projection for all steps in one matmul, time-major ([T, B, G*H]) as the recurrence wants.
+    projected = dense(gates * hidden, ('embed', 'mlp'), name='input')(x.swapaxes(0, 1))
     recurrent_kernel = self.param(
         'recurrent_kernel', nn.with_logical_partitioning(nn.initializers.orthogonal(), ('rnn_hidden', 'mlp')),
         (hidden, gates * hidden))
     recurrent_bias = self.param(
         'recurrent_bias', nn.with_logical_partitioning(nn.initializers.zeros_init(), ('mlp',)), (gates * hidden,))
-    batch, length = x.shape[:2]
-    valid = (jnp.arange(length)[:, None] < lengths[None, :])[..., None]  # [T, B, 1]
-
-    def lstm_step(carry, inputs):
-      h, c = carry
-      z, keep = inputs
-      z = z + h @ recurrent_kernel + recurrent_bias
-      i, f, g, o = jnp.split(z, 4, axis=-1)
-      c_new = nn.sigmoid(f) * c + nn.sigmoid(i) * jnp.tanh(g)
-      h_new = nn.sigmoid(o) * jnp.tanh(c_new)
-      h, c = jnp.where(keep, h_new, h), jnp.where(keep, c_new, c)
-      return (h, c), jnp.where(keep, h_new, 0.0)
-
-    def gru_step(carry, inputs):
-      h, = carry
-      z, keep = inputs
-      x_r, x_u, x_n = jnp.split(z, 3, axis=-1)
-      h_r, h_u, h_n = jnp.split(h @ recurrent_kernel + recurrent_bias, 3, axis=-1)
-      r, u = nn.sigmoid(x_r + h_r), nn.sigmoid(x_u + h_u)
-      h_new = (1.0 - u) * jnp.tanh(x_n + r * h_n) + u * h
-      h = jnp.where(keep, h_new, h)
-      return (h,), jnp.where(keep, h_new, 0.0)
-
-    zeros = jnp.zeros((batch, hidden), projected.dtype)
-    step, carry = (lstm_step, (zeros, zeros)) if self.cell == 'lstm' else (gru_step, (zeros,))
-    carry, outputs = jax.lax.scan(step, carry, (projected.swapaxes(0, 1), valid))
+    valid = (jnp.arange(x.shape[1])[:, None] < lengths[None, :])[..., None]  # [T, B, 1]
+    outputs, state = recurrence(self.cell, projected, valid, recurrent_kernel, recurrent_bias,
+                                implementation=self.implementation)
     outputs = outputs.swapaxes(0, 1)
     if self.reverse:
       outputs = reverse_within_length(outputs, lengths)
-    return outputs, carry[0]
+    return outputs, state[0]
 
 
 class RNNEncoder(nn.Module):
@@ -92,6 +72,7 @@ class RNNEncoder(nn.Module):
   cell: str = 'lstm'
   bidirectional: bool = False
   dropout_rate: float = 0.0
+  implementation: str = 'auto'
 
   @nn.compact
   def __call__(self, x: jax.Array, lengths: jax.Array, *, train: bool) -> tuple[jax.Array, jax.Array]:
@@ -99,9 +80,10 @@ class RNNEncoder(nn.Module):
     for layer in range(self.num_layers):
       if layer:
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-      directions = [RecurrentLayer(self.hidden, self.cell, name=f'layer{layer}_forward')(x, lengths)]
+      directions = [RecurrentLayer(self.hidden, self.cell, implementation=self.implementation,
+                                    name=f'layer{layer}_forward')(x, lengths)]
       if self.bidirectional:
-        directions.append(RecurrentLayer(self.hidden, self.cell, reverse=True,
+        directions.append(RecurrentLayer(self.hidden, self.cell, reverse=True, implementation=self.implementation,
                                          name=f'layer{layer}_backward')(x, lengths))
       x = jnp.concatenate([out for out, _ in directions], axis=-1)
       last = jnp.concatenate([state for _, state in directions], axis=-1)
@@ -127,6 +109,7 @@ class RNNClassifier(nn.Module):
   dropout_rate: float = 0.0
   num_classes: int = 2
   pad_id: int = 0
+  implementation: str = 'auto'
 
   @nn.compact
   def __call__(self, tokens: jax.Array, *, train: bool) -> jax.Array:
@@ -136,7 +119,7 @@ class RNNClassifier(nn.Module):
     lengths = (tokens != self.pad_id).sum(-1)
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(_embed(self.vocab_size, self.embed_dim)(tokens))
     _, last = RNNEncoder(self.hidden, self.num_layers, self.cell, self.bidirectional,
-                         self.dropout_rate)(x, lengths, train=train)
+                         self.dropout_rate, self.implementation)(x, lengths, train=train)
     last = nn.Dropout(self.dropout_rate, deterministic=not train)(last)
     return dense(self.num_classes, ('mlp', 'classes'))(last)
 
@@ -152,6 +135,7 @@ class RNNLanguageModel(nn.Module):
   num_layers: int = 2
   cell: str = 'lstm'
   dropout_rate: float = 0.0
+  implementation: str = 'auto'
 
   @nn.compact
   def __call__(self, tokens: jax.Array, *, train: bool) -> jax.Array:
@@ -160,6 +144,7 @@ class RNNLanguageModel(nn.Module):
       raise ValueError(f'RNNLanguageModel takes tokens i32[batch, length]; got shape {tokens.shape}.')
     lengths = jnp.full(tokens.shape[:1], tokens.shape[1])
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(_embed(self.vocab_size, self.embed_dim)(tokens))
-    outputs, _ = RNNEncoder(self.hidden, self.num_layers, self.cell, False, self.dropout_rate)(x, lengths, train=train)
+    outputs, _ = RNNEncoder(self.hidden, self.num_layers, self.cell, False, self.dropout_rate,
+                            self.implementation)(x, lengths, train=train)
     outputs = nn.Dropout(self.dropout_rate, deterministic=not train)(outputs)
     return dense(self.vocab_size, ('mlp', 'vocab'))(outputs)

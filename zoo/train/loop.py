@@ -157,7 +157,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     (workdir / 'config.json').write_text(json.dumps(config_dict, indent=2) + '\n')
 
   train_step, eval_step = compile_steps(task, experiment.tx, experiment.schedule, experiment.shardings,
-                                        batch_sharding(mesh))
+                                        batch_sharding(mesh), cpu_options=config.get('cpu_compiler_options'))
   writer = MetricWriter(workdir)
   progress = tqdm.tqdm(total=total_steps, initial=start_step, unit='step', dynamic_ncols=True,
                        disable=not sys.stderr.isatty() or not writer_active)

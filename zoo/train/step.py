@@ -43,10 +43,26 @@ def eval_step(state: TrainState, batch: dict, *, task) -> dict:
   return task.eval_sums(state.params, state.model_state, batch)
 
 
-def compile_steps(task, tx, schedule, state_shardings, batch_sharding) -> tuple[Callable, Callable]:
+def compiler_options(cpu_options) -> dict[str, str] | None:
+  """XLA options for this backend: `cpu_options` (config.cpu_compiler_options) on CPU, else none.
+
+  The zoo's conv-net configs set xla_cpu_experimental_ynn_fusion_type there: it
+  hands XLA CPU's dot, elementwise and reduce fusions to the YNNPACK library,
+  which makes the CNN's kernel-gradient convolution several times faster
+  (see benchmarks/README.md); for scan-based models it is slower, so it is per config.
+  """
+  if jax.default_backend() != 'cpu' or not cpu_options:
+    return None
+  return {key: str(value) for key, value in dict(cpu_options).items()}
+
+
+def compile_steps(task, tx, schedule, state_shardings, batch_sharding, *,
+                  cpu_options=None) -> tuple[Callable, Callable]:
   """jit-compiled (train_step, eval_step) with the state donated and kept sharded."""
+  options = compiler_options(cpu_options)
   train = jax.jit(functools.partial(train_step, task=task, tx=tx, schedule=schedule),
                   in_shardings=(state_shardings, batch_sharding),
-                  out_shardings=(state_shardings, None), donate_argnums=0)
-  evaluate = jax.jit(functools.partial(eval_step, task=task), in_shardings=(state_shardings, batch_sharding))
+                  out_shardings=(state_shardings, None), donate_argnums=0, compiler_options=options)
+  evaluate = jax.jit(functools.partial(eval_step, task=task), in_shardings=(state_shardings, batch_sharding),
+                     compiler_options=options)
   return train, evaluate

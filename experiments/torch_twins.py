@@ -1,0 +1,170 @@
+"""PyTorch eager twins of zoo models, for side-by-side train-step timing in benchmark.py.
+
+A twin has the zoo model's layers and sizes (read from config.model), the same
+loss and an equivalent optimizer; its inputs are random tensors shaped like
+the zoo batch. Only the speed of one full train step is compared, so the
+data's content does not matter. PyTorch is optional (requirements-bench.txt).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import ml_collections
+import numpy as np
+
+
+def _torch():
+  try:
+    import torch  # pylint: disable=import-outside-toplevel
+  except ImportError as error:
+    raise ImportError('PyTorch twins need torch: pip install -r requirements-bench.txt') from error
+  return torch
+
+
+def _mlp(torch, cfg, in_dim):
+  layers, width_in = [torch.nn.Flatten()], in_dim
+  for width in cfg.widths:
+    layers += [torch.nn.Linear(width_in, width)]
+    if cfg.get('batch_norm', False):
+      layers += [torch.nn.BatchNorm1d(width)]
+    layers += [torch.nn.ReLU(), torch.nn.Dropout(cfg.get('dropout_rate', 0.0))]
+    width_in = width
+  return torch.nn.Sequential(*layers, torch.nn.Linear(width_in, cfg.num_classes))
+
+
+def _cnn(torch, cfg, image_shape):
+  height, width, channels = image_shape
+  layers = []
+  for features in cfg.features:
+    layers += [torch.nn.Conv2d(channels, features, 3, padding=1), torch.nn.ReLU(), torch.nn.AvgPool2d(2)]
+    channels, height, width = features, height // 2, width // 2
+  return torch.nn.Sequential(*layers, torch.nn.Flatten(), torch.nn.Linear(channels * height * width, cfg.hidden),
+                             torch.nn.ReLU(), torch.nn.Dropout(cfg.get('dropout_rate', 0.0)),
+                             torch.nn.Linear(cfg.hidden, cfg.num_classes))
+
+
+def _rnn_classifier(torch, cfg):
+  rnn_class = {'lstm': torch.nn.LSTM, 'gru': torch.nn.GRU}[cfg.cell]
+  directions = 2 if cfg.bidirectional else 1
+
+  class RNNClassifier(torch.nn.Module):
+    def __init__(self):
+      super().__init__()
+      self.embed = torch.nn.Embedding(cfg.vocab_size, cfg.embed_dim)
+      self.rnn = rnn_class(cfg.embed_dim, cfg.hidden, num_layers=cfg.num_layers, batch_first=True,
+                           bidirectional=cfg.bidirectional, dropout=cfg.dropout_rate if cfg.num_layers > 1 else 0.0)
+      self.dropout = torch.nn.Dropout(cfg.dropout_rate)
+      self.out = torch.nn.Linear(cfg.hidden * directions, cfg.num_classes)
+
+    def forward(self, tokens):
+      _, state = self.rnn(self.dropout(self.embed(tokens)))
+      h = state[0] if isinstance(state, tuple) else state
+      last = torch.cat([h[-1 - d] for d in reversed(range(directions))], dim=-1)
+      return self.out(self.dropout(last))
+
+  return RNNClassifier()
+
+
+def _transformer_classifier(torch, cfg):
+  class TransformerClassifier(torch.nn.Module):
+    def __init__(self):
+      super().__init__()
+      self.embed = torch.nn.Embedding(cfg.vocab_size, cfg.d_model)
+      position = np.arange(cfg.max_len)[:, None] / 10000 ** (np.arange(0, cfg.d_model, 2) / cfg.d_model)
+      table = np.zeros((cfg.max_len, cfg.d_model), np.float32)
+      table[:, 0::2], table[:, 1::2] = np.sin(position), np.cos(position)
+      self.register_buffer('positions', torch.from_numpy(table))
+      layer = torch.nn.TransformerEncoderLayer(cfg.d_model, cfg.num_heads, cfg.d_ff, cfg.dropout_rate,
+                                               activation=lambda x: torch.nn.functional.gelu(x, approximate='tanh'), batch_first=True, norm_first=True)
+      self.encoder = torch.nn.TransformerEncoder(layer, cfg.num_layers, enable_nested_tensor=False)
+      self.norm = torch.nn.LayerNorm(cfg.d_model)
+      self.out = torch.nn.Linear(cfg.d_model, cfg.num_classes)
+
+    def forward(self, tokens):
+      pad = tokens == 0
+      x = self.embed(tokens) * math.sqrt(cfg.d_model) + self.positions[:tokens.shape[1]]
+      x = self.norm(self.encoder(x, src_key_padding_mask=pad))
+      weights = (~pad).unsqueeze(-1).float()
+      return self.out((x * weights).sum(1) / weights.sum(1).clamp(min=1.0))
+
+  return TransformerClassifier()
+
+
+def _vae(torch, cfg):
+  class VAE(torch.nn.Module):
+    def __init__(self):
+      super().__init__()
+      self.hidden = torch.nn.Linear(cfg.output_dim, cfg.hidden)
+      self.mean = torch.nn.Linear(cfg.hidden, cfg.latent_dim)
+      self.logvar = torch.nn.Linear(cfg.hidden, cfg.latent_dim)
+      self.decoder = torch.nn.Sequential(torch.nn.Linear(cfg.latent_dim, cfg.hidden), torch.nn.ReLU(),
+                                         torch.nn.Linear(cfg.hidden, cfg.output_dim))
+
+    def forward(self, x):
+      h = torch.relu(self.hidden(x.flatten(1)))
+      mean, logvar = self.mean(h), self.logvar(h)
+      z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
+      return self.decoder(z), mean, logvar
+
+  return VAE()
+
+
+def _optimizer(torch, params, cfg: ml_collections.ConfigDict):
+  name, lr = cfg.name, cfg.learning_rate
+  if name in ('sgd', 'momentum', 'nesterov'):
+    return torch.optim.SGD(params, lr, momentum=cfg.get('momentum', 0.9) if name != 'sgd' else 0.0,
+                           nesterov=name == 'nesterov')
+  if name == 'adamw':
+    return torch.optim.AdamW(params, lr, weight_decay=cfg.weight_decay)
+  if name == 'rmsprop':
+    return torch.optim.RMSprop(params, lr)
+  return torch.optim.Adam(params, lr)
+
+
+def build_step(config: ml_collections.ConfigDict, batch: dict, seed: int) -> tuple[Callable[[], None], dict]:
+  """A no-argument function doing one eager PyTorch train step of config's model on a batch shaped like `batch`.
+
+  Returns (step, info) with torch's version and thread count. Raises
+  NotImplementedError for models without a twin (the benchmark reports null).
+  """
+  torch = _torch()
+  torch.manual_seed(seed)
+  cfg, name = config.model, config.model.name
+  generator = np.random.default_rng(seed)
+  if name in ('mlp', 'cnn', 'vae'):
+    image = np.asarray(batch['image'], np.float32)
+    x = torch.from_numpy(generator.random(image.shape, np.float32))
+    if name == 'cnn':
+      model, x = _cnn(torch, cfg, image.shape[1:]), x.permute(0, 3, 1, 2).contiguous()
+    elif name == 'mlp':
+      model = _mlp(torch, cfg, int(np.prod(image.shape[1:])))
+    else:
+      model, x = _vae(torch, cfg), torch.bernoulli(x.flatten(1))
+  elif name in ('rnn_classifier', 'transformer') and cfg.get('head', 'classify') == 'classify':
+    tokens = np.asarray(batch['tokens'])
+    x = torch.from_numpy(np.where(tokens != 0, generator.integers(2, cfg.vocab_size, tokens.shape), 0)).long()
+    model = _rnn_classifier(torch, cfg) if name == 'rnn_classifier' else _transformer_classifier(torch, cfg)
+  else:
+    raise NotImplementedError(f'no PyTorch twin for model {name!r}')
+  labels = torch.from_numpy(generator.integers(0, cfg.get('num_classes', 2), x.shape[0])).long()
+  optimizer = _optimizer(torch, model.parameters(), config.optimizer)
+  clip = config.optimizer.get('grad_clip_norm', 0.0)
+  model.train()
+
+  def loss_fn():
+    if name == 'vae':
+      logits, mean, logvar = model(x)
+      reconstruction = torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction='sum') / len(x)
+      return reconstruction + 0.5 * (logvar.exp() + mean ** 2 - 1 - logvar).sum(-1).mean()
+    return torch.nn.functional.cross_entropy(model(x), labels)
+
+  def step():
+    optimizer.zero_grad(set_to_none=True)
+    loss_fn().backward()
+    if clip:
+      torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    optimizer.step()
+
+  return step, {'torch_version': torch.__version__, 'torch_threads': torch.get_num_threads()}

@@ -1,0 +1,55 @@
+"""The benchmark's determinism fingerprint and figures (not timings)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from zoo import benchmarking
+from zoo.models.mlp import MLP
+
+
+def _train_tiny_mlp(seed: int, steps: int = 3):
+  model = MLP(num_classes=3, widths=(8,))
+  x = jax.random.normal(jax.random.key(123), (16, 5))
+  y = jnp.arange(16) % 3
+  params = model.init(jax.random.key(seed), x, train=False)['params']
+  tx = optax.adam(1e-2)
+  opt_state = tx.init(params)
+
+  @jax.jit
+  def step(params, opt_state):
+    loss = lambda p: optax.softmax_cross_entropy_with_integer_labels(
+        model.apply({'params': p}, x, train=True), y).mean()
+    updates, opt_state = tx.update(jax.grad(loss)(params), opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+  for _ in range(steps):
+    params, opt_state = step(params, opt_state)
+  return params
+
+
+def test_fingerprint_is_equal_for_the_same_seed_and_differs_otherwise():
+  first, again = _train_tiny_mlp(seed=0), _train_tiny_mlp(seed=0)
+  assert benchmarking.params_fingerprint(first) == benchmarking.params_fingerprint(again)
+  assert benchmarking.params_fingerprint(first) != benchmarking.params_fingerprint(_train_tiny_mlp(seed=1))
+  assert benchmarking.params_fingerprint(first) != benchmarking.params_fingerprint(_train_tiny_mlp(seed=0, steps=4))
+
+
+def test_fingerprint_sees_one_flipped_bit_and_the_tree_structure():
+  params = {'a': jnp.zeros((3,)), 'b': jnp.ones((2, 2))}
+  flipped = {'a': jnp.zeros((3,)).at[1].set(jnp.float32(1e-45)), 'b': jnp.ones((2, 2))}
+  renamed = {'c': jnp.zeros((3,)), 'b': jnp.ones((2, 2))}
+  fingerprints = {benchmarking.params_fingerprint(tree) for tree in (params, flipped, renamed)}
+  assert len(fingerprints) == 3
+
+
+def test_peak_flops_and_costs():
+  assert benchmarking.peak_flops('NVIDIA H100 80GB HBM3', 'bfloat16') == 989e12
+  assert benchmarking.peak_flops('cpu', 'float32') is None
+  compiled = jax.jit(lambda a, b: a @ b).lower(jnp.ones((8, 16)), jnp.ones((16, 4))).compile()
+  costs = benchmarking.compiled_costs(compiled)
+  assert costs['flops_per_step'] == 2 * 8 * 16 * 4
+  assert costs['peak_memory_bytes'] is None or costs['peak_memory_bytes'] >= 4 * (8 * 16 + 16 * 4 + 8 * 4)
+  assert benchmarking.summarize_ms([0.001] * 9 + [0.002]) == {'median': 1.0, 'p10': 1.0, 'p90': 1.1}

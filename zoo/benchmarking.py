@@ -1,0 +1,69 @@
+"""Helpers for seeded benchmarks: timing statistics, XLA cost and memory figures, MFU and the params fingerprint."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+# Dense peak FLOP/s per chip by device kind substring and compute dtype (vendor data sheets,
+# without sparsity). CPUs are left out: their peak depends on cores, clocks and ISA.
+PEAK_FLOPS = {
+    'H200': {'bfloat16': 989e12, 'float32': 67e12},
+    'H100': {'bfloat16': 989e12, 'float32': 67e12},
+    'A100': {'bfloat16': 312e12, 'float32': 19.5e12},
+    'L4': {'bfloat16': 121e12, 'float32': 30e12},
+    'TPU v4': {'bfloat16': 275e12},
+    'TPU v5 lite': {'bfloat16': 197e12},
+    'TPU v5e': {'bfloat16': 197e12},
+    'TPU v5p': {'bfloat16': 459e12},
+    'TPU v6': {'bfloat16': 918e12},
+}
+
+
+def peak_flops(device_kind: str, dtype: str) -> float | None:
+  """Peak FLOP/s of one `device_kind` chip in `dtype`, or None when unknown (CPUs)."""
+  for name, peaks in PEAK_FLOPS.items():
+    if name.lower() in device_kind.lower():
+      return peaks.get(dtype)
+  return None
+
+
+def params_fingerprint(params: Any) -> str:
+  """sha256 over every leaf's path, dtype, shape and bytes: equal iff the params are bit-identical."""
+  digest = hashlib.sha256()
+  for path, leaf in jax.tree_util.tree_flatten_with_path(jax.device_get(params))[0]:
+    leaf = np.asarray(leaf)
+    digest.update(f'{jax.tree_util.keystr(path)}:{leaf.dtype}:{leaf.shape};'.encode())
+    digest.update(np.ascontiguousarray(leaf).tobytes())
+  return digest.hexdigest()
+
+
+def summarize_ms(seconds: list[float]) -> dict[str, float]:
+  """Median and 10th/90th percentiles of durations, in ms."""
+  p10, median, p90 = np.percentile(np.asarray(seconds) * 1e3, [10, 50, 90])
+  return {'median': round(float(median), 3), 'p10': round(float(p10), 3), 'p90': round(float(p90), 3)}
+
+
+def time_call(function: Callable[[], Any]) -> float:
+  """Seconds for function() including waiting for its device results."""
+  started = time.perf_counter()
+  jax.block_until_ready(function())
+  return time.perf_counter() - started
+
+
+def compiled_costs(compiled) -> dict[str, float | None]:
+  """FLOPs per call and peak device memory (bytes) of a compiled XLA executable, where XLA reports them."""
+  costs = compiled.cost_analysis()
+  costs = costs[0] if isinstance(costs, (list, tuple)) else (costs or {})
+  flops = costs.get('flops')
+  try:
+    memory = compiled.memory_analysis()
+    peak = (memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes
+            - memory.alias_size_in_bytes)
+  except (AttributeError, NotImplementedError, jax.errors.JaxRuntimeError):
+    peak = None
+  return {'flops_per_step': float(flops) if flops else None, 'peak_memory_bytes': peak}
