@@ -32,7 +32,7 @@ def _loss_and_grads(cell, implementation, projected, valid, kernel, bias):
 
 
 @pytest.mark.parametrize('cell', ['lstm', 'gru'])
-@pytest.mark.parametrize('implementation', ['fused'])
+@pytest.mark.parametrize('implementation', ['fused', 'pallas'])
 def test_recurrence_matches_scan_reference_f32(cell, implementation):
   inputs = _recurrence_inputs(cell, jnp.float32)
   reference = _loss_and_grads(cell, 'scan', *inputs)
@@ -42,7 +42,7 @@ def test_recurrence_matches_scan_reference_f32(cell, implementation):
 
 
 @pytest.mark.parametrize('cell', ['lstm', 'gru'])
-@pytest.mark.parametrize('implementation', ['fused'])
+@pytest.mark.parametrize('implementation', ['fused', 'pallas'])
 def test_recurrence_matches_scan_reference_bf16(cell, implementation):
   inputs = _recurrence_inputs(cell, jnp.bfloat16)
   reference = _loss_and_grads(cell, 'scan', *[x.astype(jnp.float32) if x.dtype == jnp.bfloat16 else x
