@@ -73,3 +73,52 @@ def test_auto_picks_fused_on_cpu_and_unknown_names_fail():
     recurrence.resolve('cudnn')
   with pytest.raises(ValueError, match='lstm, gru'):
     recurrence.recurrence('rnn', *_recurrence_inputs('lstm', jnp.float32))
+
+
+def _attention_inputs(dtype, batch=2, length=32, heads=2, head_dim=16, seed=1):
+  keys = jax.random.split(jax.random.key(seed), 3)
+  q, k, v = (jax.random.normal(key, (batch, length, heads, head_dim)).astype(dtype) for key in keys)
+  key_valid = jnp.arange(length)[None, :] < jnp.array([length, length // 2 + 3])[:, None]
+  return q, k, v, key_valid
+
+
+def _attention_loss_and_grads(implementation, q, k, v, key_valid, causal):
+  """Loss over real query positions only (outputs at padded queries are unspecified)."""
+  def loss(q, k, v):
+    from zoo.kernels.attention import dot_product_attention  # pylint: disable=import-outside-toplevel
+    out = dot_product_attention(q, k, v, key_valid, causal=causal, implementation=implementation)
+    weights = jnp.cos(jnp.arange(out.size, dtype=jnp.float32).reshape(out.shape))
+    return (out.astype(jnp.float32) * weights * key_valid[:, :, None, None]).sum()
+  return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))(q, k, v)
+
+
+@pytest.mark.parametrize('causal', [False, True])
+@pytest.mark.parametrize('dtype, tolerance', [(jnp.float32, 1e-5), (jnp.bfloat16, 2e-2)])
+def test_pallas_attention_matches_xla_reference(causal, dtype, tolerance):
+  inputs = _attention_inputs(dtype)
+  reference = _attention_loss_and_grads('xla', *[x.astype(jnp.float32) if x.dtype == jnp.bfloat16 else x
+                                                 for x in inputs], causal)
+  candidate = _attention_loss_and_grads('pallas', *inputs, causal)
+  for want, got in zip(jax.tree.leaves(reference), jax.tree.leaves(candidate)):
+    scale = float(jnp.abs(want).max()) + 1e-6
+    np.testing.assert_allclose(np.asarray(got, np.float32) / scale, np.asarray(want) / scale, atol=tolerance)
+
+
+def test_xla_reference_agrees_with_jax_nn_attention():
+  q, k, v, key_valid = _attention_inputs(jnp.float32)
+  from zoo.kernels.attention import xla_attention  # pylint: disable=import-outside-toplevel
+  mask = key_valid[:, None, None, :] & jnp.tril(jnp.ones((32, 32), bool))[None, None]
+  want = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation='xla')
+  np.testing.assert_allclose(xla_attention(q, k, v, key_valid, causal=True), want, rtol=1e-5, atol=1e-5)
+
+
+def test_attention_dispatch_says_what_it_picks_and_why():
+  from zoo.kernels import attention  # pylint: disable=import-outside-toplevel
+  q32 = jnp.zeros((2, 64, 4, 64), jnp.float32)
+  assert attention.choose(q32) == ('xla', 'no fused attention kernel for the cpu backend in zoo')
+  assert attention.choose(q32.astype(jnp.bfloat16), backend='gpu')[0] == 'cudnn'
+  assert attention.choose(q32, backend='gpu')[0] == 'pallas'
+  chosen, reason = attention.choose(jnp.zeros((2, 60, 4, 64)), backend='gpu')
+  assert chosen == 'xla' and 'sequence length 60' in reason
+  with pytest.raises(ValueError, match='xla, cudnn, pallas, auto'):
+    attention.dot_product_attention(q32, q32, q32, implementation='flash')

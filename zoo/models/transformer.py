@@ -30,10 +30,12 @@ class MultiHeadSelfAttention(nn.Module):
   """Self-attention through zoo.kernels.attention.dot_product_attention."""
   num_heads: int
   dropout_rate: float = 0.0
+  causal: bool = False
+  attention: str = 'auto'
 
   @nn.compact
-  def __call__(self, x: jax.Array, mask: jax.Array, *, train: bool) -> jax.Array:
-    """x: f32[B, T, D], mask: bool[B, 1, T, T] -> f32[B, T, D]."""
+  def __call__(self, x: jax.Array, key_valid: jax.Array, *, train: bool) -> jax.Array:
+    """x: f32[B, T, D], key_valid: bool[B, T] (False at padding) -> f32[B, T, D]."""
     d_model = x.shape[-1]
     if d_model % self.num_heads:
       raise ValueError(f'd_model {d_model} is not divisible by num_heads {self.num_heads}.')
@@ -43,7 +45,8 @@ class MultiHeadSelfAttention(nn.Module):
         kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), ('embed', 'heads', 'kv')),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ('heads', 'kv')))
     query, key, value = projection('query')(x), projection('key')(x), projection('value')(x)
-    attended = dot_product_attention(query, key, value, mask)
+    attended = dot_product_attention(query, key, value, key_valid, causal=self.causal,
+                                     implementation=self.attention)
     out = nn.DenseGeneral(
         d_model, axis=(-2, -1), name='out',
         kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), ('heads', 'kv', 'embed')),
@@ -56,11 +59,14 @@ class EncoderBlock(nn.Module):
   num_heads: int
   d_ff: int
   dropout_rate: float = 0.0
+  causal: bool = False
+  attention: str = 'auto'
 
   @nn.compact
-  def __call__(self, x: jax.Array, mask: jax.Array, *, train: bool) -> jax.Array:
-    """x: f32[B, T, D] -> f32[B, T, D]."""
-    x = x + MultiHeadSelfAttention(self.num_heads, self.dropout_rate)(_layer_norm()(x), mask, train=train)
+  def __call__(self, x: jax.Array, key_valid: jax.Array, *, train: bool) -> jax.Array:
+    """x: f32[B, T, D], key_valid: bool[B, T] -> f32[B, T, D]."""
+    attention = MultiHeadSelfAttention(self.num_heads, self.dropout_rate, self.causal, self.attention)
+    x = x + attention(_layer_norm()(x), key_valid, train=train)
     y = nn.gelu(dense(self.d_ff, ('embed', 'mlp'))(_layer_norm()(x)))
     y = nn.Dropout(self.dropout_rate, deterministic=not train)(y)
     y = dense(x.shape[-1], ('mlp', 'embed'))(y)
@@ -78,6 +84,7 @@ class TransformerEncoder(nn.Module):
     vocab_size, max_len: embedding table size and longest sequence.
     d_model, num_heads, num_layers, d_ff: block sizes.
     causal: each position attends only to itself and earlier ones.
+    attention: the attention kernel, see zoo.kernels.attention ('auto' picks per backend).
   """
   vocab_size: int
   max_len: int = 512
@@ -91,6 +98,7 @@ class TransformerEncoder(nn.Module):
   head: str = 'classify'
   pooling: str = 'mean'
   num_classes: int = 2
+  attention: str = 'auto'
 
   @nn.compact
   def __call__(self, tokens: jax.Array, *, train: bool) -> jax.Array:
@@ -110,11 +118,9 @@ class TransformerEncoder(nn.Module):
     x = x + sinusoidal_positions(self.max_len, self.d_model)[None, :length]
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     real = tokens != self.pad_id
-    mask = real[:, None, None, :]
-    if self.causal:
-      mask = mask & jnp.tril(jnp.ones((length, length), bool))[None, None]
     for _ in range(self.num_layers):
-      x = EncoderBlock(self.num_heads, self.d_ff, self.dropout_rate)(x, mask, train=train)
+      x = EncoderBlock(self.num_heads, self.d_ff, self.dropout_rate, self.causal, self.attention)(
+          x, real, train=train)
     x = _layer_norm()(x)
     if self.head == 'lm':
       return dense(self.vocab_size, ('embed', 'vocab'))(x)
