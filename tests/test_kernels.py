@@ -117,8 +117,19 @@ def test_attention_dispatch_says_what_it_picks_and_why():
   q32 = jnp.zeros((2, 64, 4, 64), jnp.float32)
   assert attention.choose(q32) == ('xla', 'no fused attention kernel for the cpu backend in zoo')
   assert attention.choose(q32.astype(jnp.bfloat16), backend='gpu')[0] == 'cudnn'
-  assert attention.choose(q32, backend='gpu')[0] == 'pallas'
-  chosen, reason = attention.choose(jnp.zeros((2, 60, 4, 64)), backend='gpu')
-  assert chosen == 'xla' and 'sequence length 60' in reason
+  chosen, reason = attention.choose(q32, backend='gpu')
+  assert chosen == 'xla' and 'TF32' in reason
+  assert attention.choose(jnp.zeros((2, 64, 4, 256), jnp.bfloat16), backend='gpu')[0] == 'xla'
+  assert attention.pallas_unsupported(jnp.zeros((2, 60, 4, 64))).startswith('sequence length 60')
   with pytest.raises(ValueError, match='xla, cudnn, pallas, auto'):
     attention.dot_product_attention(q32, q32, q32, implementation='flash')
+
+
+def test_pallas_recurrence_is_refused_on_gpu_until_it_passes_there(monkeypatch):
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
+  monkeypatch.delenv('ZOO_EXPERIMENTAL_PALLAS_RECURRENCE', raising=False)
+  with pytest.raises(ValueError, match='use implementation "fused"'):
+    recurrence.resolve('pallas')
+  assert recurrence.resolve('auto') == 'fused'
+  monkeypatch.setenv('ZOO_EXPERIMENTAL_PALLAS_RECURRENCE', '1')
+  assert recurrence.resolve('pallas') == 'pallas'

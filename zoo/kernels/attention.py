@@ -5,7 +5,9 @@
   'cudnn'  jax.nn.dot_product_attention's cuDNN flash attention (NVIDIA GPUs, f16/bf16).
   'pallas' the Pallas flash attention JAX ships for GPUs (jax.experimental.pallas.ops.gpu
            .attention.mha, forward and backward kernels); interpret mode off GPU.
-  'auto'   per backend, shape and dtype (see `choose`), falling back to 'xla' with a logged reason.
+  'auto'   per backend, shape and dtype (see `choose`), falling back to 'xla' with a logged reason;
+           'pallas' is never picked automatically: on H100 it is 1.4-3.7x slower than cuDNN
+           (benchmarks/README.md) and its f32 path uses TF32.
 
 Masks: `key_valid` marks real (non-padding) keys; `causal` lets query i see keys <= i.
 Outputs at padded query positions are unspecified (kernels differ there); real
@@ -47,13 +49,18 @@ def _mask(key_valid, causal, q_len, k_len):
 
 def cudnn_attention(query, key, value, key_valid=None, causal=False):
   """cuDNN flash attention through jax.nn.dot_product_attention (GPU, f16/bf16)."""
-  mask = None if key_valid is None else key_valid[:, None, None, :]
+  mask = None
+  if key_valid is not None:  # cuDNN takes the mask only at its full [B, 1, Tq, Tk] shape
+    mask = jnp.broadcast_to(key_valid[:, None, None, :], (key.shape[0], 1, query.shape[1], key.shape[1]))
   return jax.nn.dot_product_attention(query, key, value, mask=mask, is_causal=causal, implementation='cudnn')
 
 
 def pallas_attention(query, key, value, key_valid=None, causal=False):
   """JAX's Pallas flash attention for GPUs; padding as segment ids (real keys 1, padding 0)."""
   from jax.experimental.pallas.ops.gpu import attention  # pylint: disable=import-outside-toplevel
+  reason = pallas_unsupported(query)
+  if reason is not None:
+    raise ValueError(f'Pallas attention cannot take this input: {reason}; use implementation "xla" or "auto".')
   segment_ids = None if key_valid is None else key_valid.astype(jnp.int32)
   return attention.mha(query, key, value, segment_ids, sm_scale=query.shape[-1] ** -0.5, causal=causal,
                        interpret=jax.default_backend() != 'gpu')
@@ -81,10 +88,8 @@ def choose(query, backend: str | None = None) -> tuple[str, str]:
     if query.shape[-1] <= 128 and query.shape[-1] % 8 == 0:
       return 'cudnn', 'GPU, half precision, head dim <= 128'
     return 'xla', f'cuDNN flash attention needs head dim <= 128 and a multiple of 8 (got {query.shape[-1]})'
-  reason = pallas_unsupported(query)
-  if reason is None:
-    return 'pallas', 'GPU, float32 (cuDNN flash attention needs half precision)'
-  return 'xla', f'float32 on GPU and the Pallas kernel does not fit: {reason}'
+  return 'xla', ('float32 on GPU: cuDNN flash attention needs half precision and the Pallas kernel '
+                 'multiplies in TF32 (~3e-4 relative error on H100)')
 
 
 @functools.cache

@@ -54,8 +54,9 @@ def _barrier(interpret: bool) -> None:
 
 
 def _dot(a, b, *, trans_b=False):
+  """a @ b (or a @ b^T) accumulated in f32; f32 operands at full precision (no TF32)."""
   precision = jax.lax.Precision.HIGHEST if a.dtype == jnp.float32 else None
-  return pl.dot(a, b, trans_b=trans_b, precision=precision).astype(jnp.float32)
+  return jnp.dot(a, b.T if trans_b else b, precision=precision, preferred_element_type=jnp.float32)
 
 
 def _cols(ref, t, start, size):
@@ -192,10 +193,18 @@ def _specs(length, *widths):
   return [pl.BlockSpec((length, BLOCK_B, width), lambda b: (0, b, 0)) for width in widths]
 
 
-def _pad_batch(x, batch_padded, axis=1):
+def _pad_to(x, size, axis):
   pad = [(0, 0)] * x.ndim
-  pad[axis] = (0, batch_padded - x.shape[axis])
+  pad[axis] = (0, size - x.shape[axis])
   return jnp.pad(x, pad)
+
+
+def padded_length(length: int) -> int:
+  """Next power of two: Triton pads block dims to powers of two, so the time axis must be one.
+
+  Padded steps are invalid (state kept, output 0), so they change nothing but cost time.
+  """
+  return 1 << max(length - 1, 0).bit_length()
 
 
 def _interpret() -> bool:
@@ -204,11 +213,11 @@ def _interpret() -> bool:
 
 def _forward(cell, projected, valid, kernel, bias):
   """Padded-batch forward: (outputs, h_states [T+1, Bp, H] f32, c_states, saved [T, Bp, 4H] f32)."""
-  length, batch, _ = projected.shape
-  hidden = kernel.shape[0]
+  _, batch, _ = projected.shape
+  length, hidden = padded_length(projected.shape[0]), kernel.shape[0]
   batch_padded = -(-batch // BLOCK_B) * BLOCK_B
-  projected = _pad_batch(projected, batch_padded)
-  valid = _pad_batch(valid[..., 0].astype(jnp.int32), batch_padded)
+  projected = _pad_to(_pad_to(projected, batch_padded, 1), length, 0)
+  valid = _pad_to(_pad_to(valid[..., 0].astype(jnp.int32), batch_padded, 1), length, 0)
   f32 = jnp.float32
   interpret = _interpret()
   out, h_states, c_states, saved = pl.pallas_call(
@@ -235,26 +244,26 @@ def _final_state(cell, h_states, c_states, batch, dtype):
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _recurrence(cell, projected, valid, kernel, bias):
   out, h_states, c_states, _, _ = _forward(cell, projected, valid, kernel, bias)
-  batch = projected.shape[1]
-  return out[:, :batch], _final_state(cell, h_states, c_states, batch, projected.dtype)
+  length, batch = projected.shape[:2]
+  return out[:length, :batch], _final_state(cell, h_states, c_states, batch, projected.dtype)
 
 
 def _recurrence_fwd(cell, projected, valid, kernel, bias):
   out, h_states, c_states, saved, valid_padded = _forward(cell, projected, valid, kernel, bias)
-  batch = projected.shape[1]
-  result = out[:, :batch], _final_state(cell, h_states, c_states, batch, projected.dtype)
+  length, batch = projected.shape[:2]
+  result = out[:length, :batch], _final_state(cell, h_states, c_states, batch, projected.dtype)
   return result, (h_states, c_states, saved, valid_padded, kernel, bias, projected)
 
 
 def _recurrence_bwd(cell, residuals, cotangents):
   h_states, c_states, saved, valid, kernel, bias, projected = residuals
   d_out, d_state = cotangents
-  length, batch, width = projected.shape
+  true_length, batch, width = projected.shape
   hidden = kernel.shape[0]
-  batch_padded = h_states.shape[1]
-  d_out = _pad_batch(d_out, batch_padded)
-  dh_last = _pad_batch(d_state[0], batch_padded, axis=0)
-  dc_last = _pad_batch(d_state[1] if cell == 'lstm' else jnp.zeros_like(d_state[0]), batch_padded, axis=0)
+  length, batch_padded = valid.shape
+  d_out = _pad_to(_pad_to(d_out, batch_padded, 1), length, 0)
+  dh_last = _pad_to(d_state[0], batch_padded, 0)
+  dc_last = _pad_to(d_state[1] if cell == 'lstm' else jnp.zeros_like(d_state[0]), batch_padded, 0)
   f32 = jnp.float32
   interpret = _interpret()
   state_spec = pl.BlockSpec((BLOCK_B, hidden), lambda b: (b, 0))
@@ -273,7 +282,7 @@ def _recurrence_bwd(cell, residuals, cotangents):
       interpret=interpret, name=f'{cell}_backward',
   )(d_out, valid, kernel, h_states, c_states, saved, dh_last, dc_last)
   d_kernel, d_bias = reference._weight_grads(h_states[:length], dz_rec)  # pylint: disable=protected-access
-  return dz_in[:, :batch], None, d_kernel.astype(kernel.dtype), d_bias.astype(bias.dtype)
+  return dz_in[:true_length, :batch], None, d_kernel.astype(kernel.dtype), d_bias.astype(bias.dtype)
 
 
 _recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
