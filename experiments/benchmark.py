@@ -78,7 +78,10 @@ def _apply_overrides(config) -> None:
       value = ast.literal_eval(value)
     except (ValueError, SyntaxError):
       pass
-    set_dotted(config, key, value)
+    try:
+      set_dotted(config, key, value)
+    except (KeyError, AttributeError) as error:
+      raise app.UsageError(f'--set={item}: {key} is not a key of this config ({error}).') from error
 
 
 def _time_pipeline(pipeline, count: int) -> float:

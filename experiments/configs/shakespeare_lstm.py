@@ -8,7 +8,8 @@ from zoo.config import default_config
 def get_config() -> ml_collections.ConfigDict:
   config = default_config('tiny_shakespeare')
   config.model = ml_collections.ConfigDict(dict(
-      name='rnn_lm', vocab_size=128, embed_dim=64, hidden=512, num_layers=2, cell='lstm', dropout_rate=0.2))
+      name='rnn_lm', vocab_size=128, embed_dim=64, hidden=512, num_layers=2, cell='lstm', dropout_rate=0.2,
+      implementation='auto'))
   config.task = ml_collections.ConfigDict(dict(name='language_model'))
   config.optimizer.update(dict(name='adam', learning_rate=2e-3, schedule='warmup_cosine', warmup_steps=100,
                                grad_clip_norm=1.0))

@@ -9,7 +9,7 @@ def get_config() -> ml_collections.ConfigDict:
   config = default_config('tiny_shakespeare')
   config.model = ml_collections.ConfigDict(dict(
       name='transformer', vocab_size=128, max_len=129, d_model=192, num_heads=6, num_layers=4, d_ff=768,
-      dropout_rate=0.1, causal=True, head='lm'))
+      dropout_rate=0.1, causal=True, head='lm', attention='auto'))
   config.task = ml_collections.ConfigDict(dict(name='language_model'))
   config.optimizer.update(dict(name='adamw', learning_rate=1e-3, weight_decay=1e-2, schedule='warmup_cosine',
                                warmup_steps=200, grad_clip_norm=1.0))

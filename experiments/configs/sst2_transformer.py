@@ -9,7 +9,7 @@ def get_config() -> ml_collections.ConfigDict:
   config = default_config('glue/sst2')
   config.model = ml_collections.ConfigDict(dict(
       name='transformer', vocab_size=20000, max_len=64, d_model=128, num_heads=4, num_layers=2, d_ff=512,
-      dropout_rate=0.3, causal=False, head='classify', pooling='mean', num_classes=2))
+      dropout_rate=0.3, causal=False, head='classify', pooling='mean', num_classes=2, attention='auto'))
   config.task = ml_collections.ConfigDict(dict(name='classification', input_key='tokens'))
   config.optimizer.update(dict(name='adamw', learning_rate=5e-4, weight_decay=1e-2, schedule='warmup_cosine',
                                warmup_steps=300, grad_clip_norm=1.0))
