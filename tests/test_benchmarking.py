@@ -53,3 +53,27 @@ def test_peak_flops_and_costs():
   assert costs['flops_per_step'] == 2 * 8 * 16 * 4
   assert costs['peak_memory_bytes'] is None or costs['peak_memory_bytes'] >= 4 * (8 * 16 + 16 * 4 + 8 * 4)
   assert benchmarking.summarize_ms([0.001] * 9 + [0.002]) == {'median': 1.0, 'p10': 1.0, 'p90': 1.1}
+
+
+def test_benchmark_tool_reports_and_reproduces_its_fingerprint(tfds_dir, tmp_path):
+  import json  # pylint: disable=import-outside-toplevel
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  from conftest import RAW_DATA_DIR, REPO  # pylint: disable=import-outside-toplevel
+  history = tmp_path / 'history.jsonl'
+  command = [sys.executable, str(REPO / 'experiments' / 'benchmark.py'),
+             f'--config={REPO / "experiments" / "configs" / "mnist_mlp.py"}', '--steps=3', '--warmup=1',
+             '--pipeline_batches=3', f'--data_dir={RAW_DATA_DIR}', f"--set=data.tfds_dir='{tfds_dir}'",
+             f'--out={history}']
+  first = subprocess.run(command, capture_output=True, text=True, timeout=300)
+  assert first.returncode == 0, first.stderr[-2000:]
+  record = json.loads(first.stdout.splitlines()[0])
+  assert record['config'] == 'mnist_mlp' and record['steps'] == 3 and record['batch_size'] == 128
+  assert record['flops_per_step'] > 0 and record['step_ms']['p10'] <= record['step_ms']['median']
+  assert record['mfu'] is None  # no known peak for CPUs
+  again = subprocess.run(command + [f'--compare={history}'], capture_output=True, text=True, timeout=300)
+  assert again.returncode == 0, again.stderr[-2000:]
+  lines = [json.loads(line) for line in again.stdout.splitlines()]
+  assert lines[0]['params_hash'] == record['params_hash']
+  assert lines[1]['compare'] == 'mnist_mlp' and lines[1]['same_params_hash'] is True
+  assert len(history.read_text().splitlines()) == 2
