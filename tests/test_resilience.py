@@ -146,6 +146,9 @@ def test_nonfinite_skip_policy_counts_skipped_steps(mnist_config, tmp_path):
   last_train_row = [r for r in read_metrics(tmp_path / 'metrics.jsonl') if r['split'] == 'train'][-1]
   assert last_train_row['skipped_steps'] == result['skipped_steps']
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(load_state(tmp_path)['params']))
+  mnist_config.num_train_steps = 40  # resume: the count carries over (every step past 15 is skipped)
+  resumed = train_and_evaluate(mnist_config, str(tmp_path))
+  assert resumed['skipped_steps'] == result['skipped_steps'] + 10
 
 
 def test_keeps_last_n_and_best_k_with_metrics_readable_without_arrays(tmp_path):

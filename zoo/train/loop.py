@@ -50,11 +50,17 @@ def evaluate(eval_step, state, pipeline: Pipeline, split: str, batch_size: int, 
   return {key: float(value / count) for key, value in sums.items()}
 
 
-def _drop_rows_after(jsonl_path: pathlib.Path, step: int) -> None:
-  """On resume, forget metrics written after the checkpoint (and the final test row)."""
-  if jsonl_path.exists():
-    kept = [row for row in read_metrics(jsonl_path) if row['step'] <= step and row['split'] != 'test']
-    jsonl_path.write_text(''.join(json.dumps(row) + '\n' for row in kept))
+def _drop_rows_after(jsonl_path: pathlib.Path, step: int) -> int:
+  """On resume, forgets metrics written after the checkpoint (and the final test row).
+
+  Returns the skipped-steps count of the last kept train row (0 if none), so the count carries over.
+  """
+  if not jsonl_path.exists():
+    return 0
+  kept = [row for row in read_metrics(jsonl_path) if row['step'] <= step and row['split'] != 'test']
+  jsonl_path.write_text(''.join(json.dumps(row) + '\n' for row in kept))
+  train_rows = [row for row in kept if row['split'] == 'train']
+  return int(train_rows[-1].get('skipped_steps', 0)) if train_rows else 0
 
 
 def _window_means(pending: list[dict], first_step: int, policy: str, checkpointer: Checkpointer) -> dict[str, float]:
@@ -152,8 +158,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     state = restored
   else:
     train_iterator = pipeline.train_iterator()  # a failed restore may have moved it
+  skipped = 0
   if writer_active:
-    _drop_rows_after(workdir / 'metrics.jsonl', start_step)
+    skipped = _drop_rows_after(workdir / 'metrics.jsonl', start_step)
     (workdir / 'config.json').write_text(json.dumps(config_dict, indent=2) + '\n')
 
   train_step, eval_step = compile_steps(task, experiment.tx, experiment.schedule, experiment.shardings,
@@ -162,7 +169,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   progress = tqdm.tqdm(total=total_steps, initial=start_step, unit='step', dynamic_ncols=True,
                        disable=not sys.stderr.isatty() or not writer_active)
   policy = config.get('nonfinite', 'stop')
-  pending, window_start, skipped = [], time.time(), 0
+  pending, window_start = [], time.time()
   step = start_step
   try:
     with PreemptionWatcher() as watcher:
