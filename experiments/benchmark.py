@@ -15,6 +15,7 @@ machine's speed hit both alike. Prints one JSON object per config.
 
 from __future__ import annotations
 
+import ast
 import json
 import pathlib
 import platform
@@ -60,8 +61,7 @@ _COMPARE = flags.DEFINE_string('compare', None, 'A previous JSON-lines file: rep
 
 def _configs():
   if _SUITE.value:
-    from absl import flags as absl_flags  # pylint: disable=import-outside-toplevel,reimported
-    loader = absl_flags.FLAGS['config'].parser
+    loader = flags.FLAGS['config'].parser
     return [(name, loader.parse(str(REPO / 'experiments' / 'configs' / f'{name}.py')))
             for name in SUITES[_SUITE.value]]
   if _CONFIG.value is None:
@@ -70,7 +70,6 @@ def _configs():
 
 
 def _apply_overrides(config) -> None:
-  import ast  # pylint: disable=import-outside-toplevel
   config.seed = _SEED.value
   for item in _SET.value:
     key, _, value = item.partition('=')

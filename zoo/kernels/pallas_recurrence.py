@@ -148,9 +148,9 @@ def _backward_kernel(d_out_ref, valid_ref, w_ref, h_states, c_states, saved_ref,
       if cell == 'lstm':
         i, f, g, o = s
         dc = dc_states[t + 1, :, pl.ds(column, tile)]
-        tanh_c = jnp.tanh(f * c_states[t, :, pl.ds(column, tile)] + i * g)
-        dc_new = jnp.where(keep, dc, 0.0) + dh_new * o * (1 - tanh_c * tanh_c)
         c_prev = c_states[t, :, pl.ds(column, tile)]
+        tanh_c = jnp.tanh(f * c_prev + i * g)
+        dc_new = jnp.where(keep, dc, 0.0) + dh_new * o * (1 - tanh_c * tanh_c)
         dz_rec = (dc_new * g * i * (1 - i), dc_new * c_prev * f * (1 - f), dc_new * i * (1 - g * g),
                   dh_new * tanh_c * o * (1 - o))
         dz_in = dz_rec
@@ -281,7 +281,7 @@ def _recurrence_bwd(cell, residuals, cotangents):
                  jax.ShapeDtypeStruct((length + 1, batch_padded, hidden), f32)],
       interpret=interpret, name=f'{cell}_backward',
   )(d_out, valid, kernel, h_states, c_states, saved, dh_last, dc_last)
-  d_kernel, d_bias = reference._weight_grads(h_states[:length], dz_rec)  # pylint: disable=protected-access
+  d_kernel, d_bias = reference.weight_grads(h_states[:length], dz_rec)
   return dz_in[:true_length, :batch], None, d_kernel.astype(kernel.dtype), d_bias.astype(bias.dtype)
 
 

@@ -95,7 +95,7 @@ def gru_scan(projected, valid, kernel, bias):
   return outputs, state
 
 
-def _weight_grads(h_prev, dz_recurrent):
+def weight_grads(h_prev, dz_recurrent):
   """dW = sum_t h_{t-1}^T dz_t as one matmul, db = sum dz. h_prev: [T, B, H], dz: [T, B, G*H]."""
   d_kernel = jnp.einsum('tbh,tbg->hg', h_prev, dz_recurrent, preferred_element_type=jnp.float32)
   return d_kernel, dz_recurrent.sum((0, 1), dtype=jnp.float32)
@@ -135,7 +135,7 @@ def _lstm_fused_bwd(residuals, cotangents):
     return (dh, dc), dz
 
   _, dz = jax.lax.scan(step, (dh_last, dc_last), (d_outputs, c_prev, gates, valid), reverse=True)
-  d_kernel, d_bias = _weight_grads(h_prev, dz)
+  d_kernel, d_bias = weight_grads(h_prev, dz)
   return dz, None, d_kernel.astype(kernel.dtype), d_bias.astype(bias.dtype)
 
 
@@ -175,7 +175,7 @@ def _gru_fused_bwd(residuals, cotangents):
     return dh, (dz_input, dz_recurrent)
 
   _, (dz_input, dz_recurrent) = jax.lax.scan(step, dh_last, (d_outputs, h_prev, saved, valid), reverse=True)
-  d_kernel, d_bias = _weight_grads(h_prev, dz_recurrent)
+  d_kernel, d_bias = weight_grads(h_prev, dz_recurrent)
   return dz_input, None, d_kernel.astype(kernel.dtype), d_bias.astype(bias.dtype)
 
 
