@@ -15,7 +15,6 @@ machine's speed hit both alike. Prints one JSON object per config.
 
 from __future__ import annotations
 
-import ast
 import json
 import pathlib
 import platform
@@ -32,9 +31,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / 'experiments'))
 
 from zoo import benchmarking  # pylint: disable=wrong-import-position
-from zoo.config import set_dotted  # pylint: disable=wrong-import-position
+from zoo.config import apply_overrides  # pylint: disable=wrong-import-position
 from zoo.errors import UserError  # pylint: disable=wrong-import-position
-from zoo.parallel import batch_sharding, shard_batch  # pylint: disable=wrong-import-position
 from zoo.train.loop import build_experiment  # pylint: disable=wrong-import-position
 from zoo.train.step import compile_steps  # pylint: disable=wrong-import-position
 
@@ -69,20 +67,6 @@ def _configs():
   return [(pathlib.Path(flags.FLAGS['config'].config_filename).stem, _CONFIG.value)]
 
 
-def _apply_overrides(config) -> None:
-  config.seed = _SEED.value
-  for item in _SET.value:
-    key, _, value = item.partition('=')
-    try:
-      value = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-      pass
-    try:
-      set_dotted(config, key, value)
-    except (KeyError, AttributeError) as error:
-      raise app.UsageError(f'--set={item}: {key} is not a key of this config ({error}).') from error
-
-
 def _time_pipeline(pipeline, count: int) -> float:
   """Batches per second drawn from a fresh train iterator (first batch excluded)."""
   iterator = pipeline.train_iterator()
@@ -105,20 +89,23 @@ def _twin_step(config, batch):
 
 def benchmark(name: str, config) -> dict:
   """One config's JSON record."""
-  _apply_overrides(config)
+  config.seed = _SEED.value
+  apply_overrides(config, _SET.value)
   with tempfile.TemporaryDirectory() as workdir:
     experiment = build_experiment(config, pathlib.Path(workdir), raw_data_dir=_DATA_DIR.value)
-  mesh, pipeline = experiment.mesh, experiment.pipeline
-  train_step, _ = compile_steps(experiment.task, experiment.tx, experiment.schedule, experiment.shardings,
-                                batch_sharding(mesh), cpu_options=config.get('cpu_compiler_options'))
+  pipeline, strategy = experiment.pipeline, experiment.strategy
+  if strategy.axis_name is not None:
+    raise app.UsageError('benchmark.py measures the jit strategy (it reads XLA\'s cost analysis of one program); '
+                         'drop --set mesh.strategy=pmap.')
+  train_step, _ = compile_steps(experiment.task, experiment.tx, experiment.schedule, strategy, config)
   iterator = pipeline.train_iterator()
-  batches = [shard_batch(next(iterator), mesh) for _ in range(_WARMUP.value + _STEPS.value)]
+  batches = [strategy.put_batch(next(iterator)) for _ in range(_WARMUP.value + _STEPS.value)]
+  state = strategy.place_state(experiment.state)
   started = time.perf_counter()
-  compiled = train_step.lower(experiment.state, batches[0]).compile()
+  compiled = train_step.lower(state, batches[0]).compile()
   compile_s = time.perf_counter() - started
   costs = benchmarking.compiled_costs(compiled)
 
-  state = experiment.state
   def zoo_step(batch):
     nonlocal state
     state, metrics = compiled(state, batch)

@@ -19,12 +19,8 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from zoo import models, tasks
-from zoo.data import build_pipeline
-from zoo.parallel import batch_sharding, make_mesh, shard_batch
-from zoo.train import optim
-from zoo.train import state as state_lib
 from zoo.train.checkpoint import Checkpointer
+from zoo.train.loop import build_experiment
 from zoo.train.step import compile_steps
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
@@ -36,17 +32,14 @@ _WARMUP = flags.DEFINE_integer('warmup', 10, 'Untimed steps first.')
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
-  config = _CONFIG.value
-  mesh = make_mesh(config.mesh)
-  pipeline = build_pipeline(config.data, seed=config.seed)
-  model = models.build(config.model)
-  task = tasks.build(config.task, model)
-  tx, schedule = optim.build(config.optimizer, _STEPS.value + _WARMUP.value)
-  state, shardings = state_lib.create(model, tx, pipeline.example_batch()[task.input_key], config.seed, mesh,
-                                      config.mesh.rules)
-  train_step, _ = compile_steps(task, tx, schedule, shardings, batch_sharding(mesh))
-  iterator = pipeline.train_iterator()
-  batches = [shard_batch(next(iterator), mesh) for _ in range(8)]
+  config = _CONFIG.value.copy_and_resolve_references()
+  config.num_train_steps = _STEPS.value + _WARMUP.value
+  experiment = build_experiment(config, None)
+  strategy = experiment.strategy
+  train_step, _ = compile_steps(experiment.task, experiment.tx, experiment.schedule, strategy, config)
+  iterator = experiment.pipeline.train_iterator()
+  batches = [strategy.put_batch(next(iterator)) for _ in range(8)]
+  state = strategy.place_state(experiment.state)
   for i in range(_WARMUP.value):
     state, _ = train_step(state, batches[i % len(batches)])
   jax.block_until_ready(state)
@@ -62,7 +55,7 @@ def main(argv):
       (in_flight if saving else quiet).append(time.perf_counter() - started)
       if (i + 1) % _EVERY.value == 0:
         started = time.perf_counter()
-        checkpointer.save(i + 1, state, iterator, {})
+        checkpointer.save(i + 1, strategy.canonical_state(state), iterator, {})
         save_call_s.append(time.perf_counter() - started)
     checkpointer.close()
 

@@ -17,9 +17,8 @@ import jax
 import ml_collections
 from absl import app, flags, logging
 
-from zoo.config import set_dotted
+from zoo.config import apply_overrides
 from zoo.errors import UserError
-from zoo.parallel import batch_sharding
 from zoo.train.checkpoint import load_state
 from zoo.train.loop import build_experiment, evaluate
 from zoo.train.step import compile_steps
@@ -29,17 +28,6 @@ _SPLIT = flags.DEFINE_string('split', None, 'Split (default: the config\'s test 
 _SET = flags.DEFINE_multi_string('set', [], 'Override as dotted.key=value (value parsed as JSON if it can be).')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'Folder with raw dataset files.')
 flags.mark_flag_as_required('workdir')
-
-
-def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]) -> None:
-  """Sets each 'a.b.c=value' in config (value as JSON when it parses, else a string)."""
-  for override in overrides:
-    dotted, _, raw = override.partition('=')
-    try:
-      value = json.loads(raw)
-    except json.JSONDecodeError:
-      value = raw
-    set_dotted(config, dotted, value)
 
 
 def main(argv):
@@ -56,10 +44,11 @@ def main(argv):
   state = experiment.state.replace(
       params=jax.device_put(saved['params'], experiment.shardings.params),
       model_state=jax.device_put(saved['model_state'], experiment.shardings.model_state))
-  _, eval_step = compile_steps(experiment.task, experiment.tx, experiment.schedule, experiment.shardings,
-                               batch_sharding(experiment.mesh))
+  strategy = experiment.strategy
+  _, eval_step = compile_steps(experiment.task, experiment.tx, experiment.schedule, strategy, config)
   split = _SPLIT.value or config.data.test_split
-  metrics = evaluate(eval_step, state, experiment.pipeline, split, config.data.eval_batch_size, experiment.mesh)
+  metrics = evaluate(eval_step, strategy.place_state(state), experiment.pipeline, split,
+                     config.data.eval_batch_size, strategy)
   print(json.dumps({'workdir': str(workdir), 'step': int(saved['step']), 'split': split, **metrics}))
 
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import ast
+
 import ml_collections
+
+from zoo.errors import ConfigError
+from zoo.parallel.mesh import DEFAULT_RULES
 
 
 # XLA CPU option value that hands dot, elementwise and reduce fusions to YNNPACK (conv nets use it).
@@ -23,7 +28,11 @@ def default_config(dataset: str = 'mnist') -> ml_collections.ConfigDict:
 
   data: dataset (TFDS name), splits, batching, caching, train-time augmentation, TFDS dir (None: TFDS's default).
   model / task: `name` picks the module / task; other keys are its options.
-  optimizer: see zoo.train.optim.build. mesh: axes and logical-axis rules.
+  optimizer: see zoo.train.optim.build.
+  mesh: axes {'data', 'fsdp', 'tensor': size, one may be -1}, logical-axis rules (logical name -> mesh
+    axis; see zoo.parallel.mesh) and strategy ('jit' over sharded arrays, or 'pmap' over replicas).
+  microbatches: gradient accumulation; each batch is split into this many micro-batches, one optimizer step.
+  compute_dtype: 'float32', or 'bfloat16'/'float16' for mixed precision (params and optimizer stay f32).
   checkpoint: interval, how many to keep (last N, best K by a metric).
   nonfinite: 'stop' or 'skip' on a non-finite loss or gradient.
   cpu_compiler_options: XLA options for the steps on the CPU backend (see zoo.train.step.compiler_options).
@@ -40,7 +49,9 @@ def default_config(dataset: str = 'mnist') -> ml_collections.ConfigDict:
   config.optimizer = ml_collections.ConfigDict(dict(
       name='adam', learning_rate=1e-3, schedule='constant', warmup_steps=0, end_learning_rate=0.0,
       weight_decay=0.0, l2=0.0, l1=0.0, grad_clip_norm=0.0, decay_mask='kernels'))
-  config.mesh = ml_collections.ConfigDict(dict(axes={'data': -1}, rules=()))
+  config.mesh = ml_collections.ConfigDict(dict(axes={'data': -1}, rules=DEFAULT_RULES, strategy='jit'))
+  config.microbatches = 1
+  config.compute_dtype = 'float32'
   config.num_epochs = 10
   config.num_train_steps = -1
   config.log_every = 100
@@ -58,3 +69,17 @@ def set_dotted(config: ml_collections.ConfigDict, dotted: str, value) -> None:
   for parent in parents:
     config = config[parent]
   config[key] = value
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]) -> None:
+  """Sets each 'a.b.c=value' in config; value is a Python literal when it parses (2, 'x', {'data': 2}), else a string."""
+  for override in overrides:
+    dotted, _, raw = override.partition('=')
+    try:
+      value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+      value = raw
+    try:
+      set_dotted(config, dotted, value)
+    except (KeyError, AttributeError) as error:
+      raise ConfigError(f'--set={override}: {dotted} is not a key of this config ({error}).') from error

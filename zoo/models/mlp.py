@@ -22,12 +22,14 @@ class MLP(nn.Module):
     activation: 'relu', 'gelu', 'tanh', 'silu' or 'elu'.
     dropout_rate: dropout after each hidden activation (train only).
     batch_norm: BatchNorm before each activation (statistics in 'batch_stats').
+    batch_norm_axis_name: under pmap, the device axis to average batch statistics over.
   """
   num_classes: int = 10
   widths: Sequence[int] = (512, 256)
   activation: str = 'relu'
   dropout_rate: float = 0.0
   batch_norm: bool = False
+  batch_norm_axis_name: str | None = None
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
@@ -39,7 +41,7 @@ class MLP(nn.Module):
     for width in self.widths:
       x = dense(width, axes, use_bias=not self.batch_norm)(x)
       if self.batch_norm:
-        x = nn.BatchNorm(use_running_average=not train, momentum=0.9,
+        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, axis_name=self.batch_norm_axis_name,
                          scale_init=norm_param_init(nn.initializers.ones, axes[1]),
                          bias_init=norm_param_init(nn.initializers.zeros, axes[1]))(x)
       x = ACTIVATIONS[self.activation](x)

@@ -10,9 +10,9 @@ import jax.numpy as jnp
 from zoo.models.layers import conv, dense, norm_param_init
 
 
-def _batch_norm(train: bool, zero_scale: bool = False) -> nn.BatchNorm:
+def _batch_norm(train: bool, axis_name: str | None, zero_scale: bool = False) -> nn.BatchNorm:
   scale = nn.initializers.zeros if zero_scale else nn.initializers.ones
-  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, axis_name=axis_name,
                       scale_init=norm_param_init(scale, 'conv_out'),
                       bias_init=norm_param_init(nn.initializers.zeros, 'conv_out'))
 
@@ -24,17 +24,18 @@ class BasicBlock(nn.Module):
   """
   features: int
   strides: int = 1
+  batch_norm_axis_name: str | None = None
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
     """x: f32[B, H, W, C] -> f32[B, H/strides, W/strides, features]."""
     y = conv(self.features, (3, 3), strides=self.strides, use_bias=False)(x)
-    y = nn.relu(_batch_norm(train)(y))
+    y = nn.relu(_batch_norm(train, self.batch_norm_axis_name)(y))
     y = conv(self.features, (3, 3), use_bias=False)(y)
-    y = _batch_norm(train, zero_scale=True)(y)
+    y = _batch_norm(train, self.batch_norm_axis_name, zero_scale=True)(y)
     if x.shape != y.shape:
       x = conv(self.features, (1, 1), strides=self.strides, use_bias=False, name='shortcut_conv')(x)
-      x = _batch_norm(train)(x)
+      x = _batch_norm(train, self.batch_norm_axis_name)(x)
     return nn.relu(x + y)
 
 
@@ -46,10 +47,12 @@ class ResNet(nn.Module):
     num_classes: output logits.
     stage_sizes: blocks per stage.
     widths: channels per stage.
+    batch_norm_axis_name: under pmap, the device axis to average batch statistics over.
   """
   num_classes: int = 10
   stage_sizes: Sequence[int] = (2, 2, 2)
   widths: Sequence[int] = (32, 64, 128)
+  batch_norm_axis_name: str | None = None
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
@@ -60,9 +63,10 @@ class ResNet(nn.Module):
     if len(self.stage_sizes) != len(self.widths):
       raise ValueError(f'stage_sizes {tuple(self.stage_sizes)} and widths {tuple(self.widths)} differ in length.')
     x = conv(self.widths[0], (3, 3), use_bias=False, name='stem')(x)
-    x = nn.relu(_batch_norm(train)(x))
+    x = nn.relu(_batch_norm(train, self.batch_norm_axis_name)(x))
     for stage, (blocks, width) in enumerate(zip(self.stage_sizes, self.widths)):
       for block in range(blocks):
-        x = BasicBlock(width, strides=2 if stage > 0 and block == 0 else 1)(x, train=train)
+        x = BasicBlock(width, strides=2 if stage > 0 and block == 0 else 1,
+                       batch_norm_axis_name=self.batch_norm_axis_name)(x, train=train)
     x = x.mean(axis=(1, 2))
     return dense(self.num_classes, ('embed', 'classes'))(x)

@@ -33,6 +33,7 @@ class Classification:
     output = self.model.apply(variables, batch[self.input_key], train=train,
                               rngs={'dropout': rng}, mutable=mutable)
     logits, new_model_state = output if mutable else (output, model_state)
+    logits = logits.astype(jnp.float32)  # the loss in f32 also when the model computes in bf16
     num_classes = logits.shape[-1]
     targets = optax.smooth_labels(jax.nn.one_hot(batch['label'], num_classes), self.label_smoothing)
     loss = optax.softmax_cross_entropy(logits, targets).mean()
@@ -42,6 +43,7 @@ class Classification:
   def eval_sums(self, params: Params, model_state: dict, batch: Batch) -> dict[str, jnp.ndarray]:
     """Per-batch sums {'loss', 'accuracy', 'count'} (f32[]) over unmasked rows."""
     logits = self.model.apply({'params': params, **model_state}, batch[self.input_key], train=False)
+    logits = logits.astype(jnp.float32)
     mask = batch.get('mask', jnp.ones(logits.shape[:1], jnp.float32))
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label'])
     correct = logits.argmax(-1) == batch['label']

@@ -25,6 +25,7 @@ class LanguageModel:
   def _per_token_loss(self, params, model_state, batch, rng, train):
     tokens = batch[self.input_key]
     logits = self.model.apply({'params': params, **model_state}, tokens[:, :-1], train=train, rngs={'dropout': rng})
+    logits = logits.astype(jnp.float32)  # the loss in f32 also when the model computes in bf16
     targets = tokens[:, 1:]
     return optax.softmax_cross_entropy_with_integer_labels(logits, targets), logits.argmax(-1) == targets
 

@@ -20,6 +20,11 @@ def gaussian_kl(mean: jax.Array, logvar: jax.Array) -> jax.Array:
   return 0.5 * jnp.sum(jnp.exp(logvar) + mean ** 2 - 1.0 - logvar, axis=-1)
 
 
+def as_f32(arrays):
+  """The model's outputs in f32, so losses are f32 also when the model computes in bf16."""
+  return tuple(a.astype(jnp.float32) for a in arrays)
+
+
 def bernoulli_nll(logits: jax.Array, x: jax.Array) -> jax.Array:
   """-log p(x | logits) per example, summed over pixels: f32[B, P] -> f32[B]."""
   return optax.sigmoid_binary_cross_entropy(logits, x).sum(-1)
@@ -45,8 +50,9 @@ class VariationalAutoencoder:
            train: bool) -> tuple[jnp.ndarray, tuple[dict, dict]]:
     """Mean negative ELBO f32[] (nats per example) and its parts."""
     x = batch[self.input_key].reshape((batch[self.input_key].shape[0], -1))
-    logits, mean, logvar = self.model.apply({'params': params, **model_state}, x, train=train,
-                                            rngs={'latent': rng, 'dropout': rng})
+    outputs = self.model.apply({'params': params, **model_state}, x, train=train, rngs={'latent': rng, 'dropout': rng})
+    logits, mean, logvar = as_f32(outputs)
+    x = x.astype(jnp.float32)
     reconstruction, kl = bernoulli_nll(logits, x).mean(), gaussian_kl(mean, logvar).mean()
     loss = reconstruction + kl
     return loss, ({'loss': loss, 'reconstruction': reconstruction, 'kl': kl}, model_state)
@@ -68,7 +74,9 @@ class VariationalAutoencoder:
     x = batch[self.input_key].reshape((batch[self.input_key].shape[0], -1))
     mask = batch.get('mask', jnp.ones(x.shape[:1], jnp.float32))
     rng = jax.random.PRNGKey(0)
-    logits, mean, logvar = self.model.apply({'params': params, **model_state}, x, train=False, rngs={'latent': rng})
+    logits, mean, logvar = as_f32(self.model.apply({'params': params, **model_state}, x, train=False,
+                                                   rngs={'latent': rng}))
+    x = x.astype(jnp.float32)
     reconstruction, kl = bernoulli_nll(logits, x), gaussian_kl(mean, logvar)
     sums = {'loss': ((reconstruction + kl) * mask).sum(), 'reconstruction': (reconstruction * mask).sum(),
             'kl': (kl * mask).sum(), 'count': mask.sum()}

@@ -21,7 +21,7 @@ from zoo import models, tasks
 from zoo.data import build_pipeline
 from zoo.data.pipeline import Pipeline
 from zoo.errors import ConfigError, NonFiniteLossError
-from zoo.parallel import batch_sharding, make_mesh, shard_batch
+from zoo.parallel import make_mesh, strategies
 from zoo.train import optim
 from zoo.train import state as state_lib
 from zoo.train.checkpoint import Checkpointer, abstract_like
@@ -39,11 +39,11 @@ def total_train_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -
   return int(config.num_epochs * steps_per_epoch)
 
 
-def evaluate(eval_step, state, pipeline: Pipeline, split: str, batch_size: int, mesh) -> dict[str, float]:
-  """Mean metrics over every example of `split` (padding excluded)."""
+def evaluate(eval_step, state, pipeline: Pipeline, split: str, batch_size: int, strategy) -> dict[str, float]:
+  """Mean metrics over every example of `split` (padding excluded); `state` in the strategy's layout."""
   sums = None
   for batch in pipeline.eval_batches(split, batch_size):
-    batch_sums = eval_step(state, shard_batch(batch, mesh))
+    batch_sums = eval_step(state, strategy.put_batch(batch))
     sums = batch_sums if sums is None else jax.tree.map(lambda a, b: a + b, sums, batch_sums)
   sums = jax.device_get(sums)
   count = sums.pop('count')
@@ -89,7 +89,8 @@ def _window_means(pending: list[dict], first_step: int, policy: str, checkpointe
 
 @dataclasses.dataclass
 class Experiment:
-  """Everything a config builds before the first step: mesh, model, task, data, optimizer, fresh state."""
+  """Everything a config builds before the first step: mesh, model, task, data, optimizer, fresh state
+  (canonical layout: global arrays with the rules' shardings) and the parallel strategy."""
   mesh: Any
   model: Any
   task: Any
@@ -99,17 +100,23 @@ class Experiment:
   schedule: Any
   state: state_lib.TrainState
   shardings: state_lib.TrainState
+  strategy: Any
 
 
 def build_experiment(config: ml_collections.ConfigDict, workdir: pathlib.Path | None, *,
-                     raw_data_dir: str | None = None, before_data=None) -> Experiment:
+                     raw_data_dir: str | None = None, before_data=None, devices=None) -> Experiment:
   """Builds `config`'s parts in order, failing early on bad config.
 
   `before_data` (optional) runs once model and task are valid and before the
   data is prepared (the loop checks the workdir's checkpoint there).
+  `devices` (default: all) are the devices the mesh spans.
   """
-  mesh = make_mesh(config.mesh)
+  mesh = make_mesh(config.mesh, devices)
+  strategy_name = config.mesh.get('strategy', 'jit')
+  strategies.check(strategy_name, mesh)
   model = models.build(config.model)
+  if strategy_name == 'pmap' and hasattr(model, 'batch_norm_axis_name'):
+    model = model.clone(batch_norm_axis_name=strategies.PMAP_AXIS)  # BatchNorm statistics over all devices
   task = tasks.build(config.task, model)
   if before_data is not None:
     before_data()
@@ -124,7 +131,8 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: pathlib.Path | 
   tx, schedule = optim.build(config.optimizer, total_steps)
   example = pipeline.example_batch()
   state, shardings = state_lib.create(model, tx, example[task.input_key], config.seed, mesh, config.mesh.rules)
-  return Experiment(mesh, model, task, pipeline, total_steps, tx, schedule, state, shardings)
+  strategy = strategies.build(strategy_name, mesh, shardings)
+  return Experiment(mesh, model, task, pipeline, total_steps, tx, schedule, state, shardings, strategy)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -148,7 +156,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                               best_mode=ckpt_config.get('best_mode', 'max'), async_save=ckpt_config.async_save)
   experiment = build_experiment(config, workdir, raw_data_dir=raw_data_dir,
                                 before_data=lambda: checkpointer.check_compatible(config_dict))
-  mesh, task, pipeline, state = experiment.mesh, experiment.task, experiment.pipeline, experiment.state
+  task, pipeline, state, strategy = experiment.task, experiment.pipeline, experiment.state, experiment.strategy
   total_steps = experiment.total_steps
   train_iterator = pipeline.train_iterator()
   start_step, restored = checkpointer.restore_latest(abstract_like(state), train_iterator)
@@ -163,8 +171,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     skipped = _drop_rows_after(workdir / 'metrics.jsonl', start_step)
     (workdir / 'config.json').write_text(json.dumps(config_dict, indent=2) + '\n')
 
-  train_step, eval_step = compile_steps(task, experiment.tx, experiment.schedule, experiment.shardings,
-                                        batch_sharding(mesh), cpu_options=config.get('cpu_compiler_options'))
+  train_step, eval_step = compile_steps(task, experiment.tx, experiment.schedule, strategy, config)
+  state = strategy.place_state(state)
   writer = MetricWriter(workdir)
   progress = tqdm.tqdm(total=total_steps, initial=start_step, unit='step', dynamic_ncols=True,
                        disable=not sys.stderr.isatty() or not writer_active)
@@ -174,7 +182,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   try:
     with PreemptionWatcher() as watcher:
       while step < total_steps:
-        state, metrics = train_step(state, shard_batch(next(train_iterator), mesh))
+        state, metrics = train_step(state, strategy.put_batch(next(train_iterator)))
         pending.append(metrics)
         step += 1
         progress.update(1)
@@ -193,16 +201,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
           pending, window_start = [], time.time()
         if step % config.eval_every == 0 or last:
           eval_metrics = evaluate(eval_step, state, pipeline, config.data.eval_split,
-                                  config.data.eval_batch_size, mesh)
+                                  config.data.eval_batch_size, strategy)
           writer.write(step, 'eval', eval_metrics)
           saved_metrics.update({f'eval_{k}': v for k, v in eval_metrics.items()})
         if save_now:
-          checkpointer.save(step, state, train_iterator, config_dict, saved_metrics)
+          checkpointer.save(step, strategy.canonical_state(state), train_iterator, config_dict, saved_metrics)
         if preempted:
           checkpointer.wait()
           return {'preempted': True, 'step': step, 'checkpoint': str(checkpointer.directory / str(step)),
                   'wall_s': time.time() - started}
-    test_metrics = evaluate(eval_step, state, pipeline, config.data.test_split, config.data.eval_batch_size, mesh)
+    test_metrics = evaluate(eval_step, state, pipeline, config.data.test_split, config.data.eval_batch_size,
+                            strategy)
     writer.write(step, 'test', test_metrics)
   finally:
     progress.close()

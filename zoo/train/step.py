@@ -3,30 +3,104 @@
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 
+from zoo.errors import ConfigError
 from zoo.train.state import TrainState
 
 
+def cast_floats(tree: Any, dtype: jnp.dtype | None) -> Any:
+  """Floating-point leaves of `tree` cast to `dtype` (None: unchanged); integer leaves untouched."""
+  if dtype is None:
+    return tree
+  return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+
+
+def cast_model_input(batch: dict, key: str, dtype: jnp.dtype | None) -> dict:
+  """The batch with only its model input `key` cast (labels and masks keep their dtypes)."""
+  return batch if dtype is None else {**batch, key: cast_floats(batch[key], dtype)}
+
+
+def split_microbatches(batch: dict, count: int) -> dict:
+  """[B, ...] leaves -> [count, B/count, ...]; micro-batch j holds rows j, j+count, j+2*count, ...
+
+  Taking every count-th row (rather than contiguous blocks) keeps each
+  micro-batch spread evenly over the devices that hold the batch's rows.
+  """
+  def split(x):
+    if x.shape[0] % count:
+      raise ValueError(f'A batch of {x.shape[0]} rows does not split into {count} micro-batches; '
+                       f'make config.data.batch_size a multiple of config.microbatches={count}.')
+    return x.reshape(x.shape[0] // count, count, *x.shape[1:]).swapaxes(0, 1)
+  return jax.tree.map(split, batch)
+
+
+def loss_and_grads(params, model_state: dict, batch: dict, rng: jax.Array, *, task, microbatches: int = 1,
+                   compute_dtype: jnp.dtype | None = None) -> tuple[Any, dict, dict]:
+  """(grads like params, metrics of f32[] means, new model state) for one batch.
+
+  compute_dtype (e.g. bf16) runs the model on cast copies of the params,
+  model state and model input (tasks compute losses in f32); the gradients arrive in the params' dtype
+  (f32), as does the returned model state. With microbatches=k the batch is
+  processed as k micro-batches in a lax.scan and the gradients and metrics
+  are their means (equal to one big batch for per-example-mean losses);
+  model state (BatchNorm statistics) is threaded through the micro-batches.
+  """
+  def loss_fn(params, model_state, batch, rng):
+    loss, (metrics, new_state) = task.loss(cast_floats(params, compute_dtype), cast_floats(model_state, compute_dtype),
+                                           cast_model_input(batch, task.input_key, compute_dtype), rng, train=True)
+    return loss, (metrics, jax.tree.map(lambda new, old: new.astype(old.dtype), new_state, model_state))
+
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  if microbatches == 1:
+    (_, (metrics, model_state)), grads = grad_fn(params, model_state, batch, rng)
+    return grads, metrics, model_state
+
+  def accumulate(carry, inputs):
+    grad_sum, metric_sum, model_state = carry
+    index, micro = inputs
+    (_, (metrics, model_state)), grads = grad_fn(params, model_state, micro, jax.random.fold_in(rng, index))
+    add = lambda a, b: jax.tree.map(jnp.add, a, b)
+    return (add(grad_sum, grads), add(metric_sum, metrics), model_state), None
+
+  micro = split_microbatches(batch, microbatches)
+  first = jax.tree.map(lambda x: x[0], micro)
+  metric_shapes = jax.eval_shape(lambda: grad_fn(params, model_state, first, rng)[0][1][0])
+  zeros = lambda tree: jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), tree)
+  (grad_sum, metric_sum, model_state), _ = jax.lax.scan(
+      accumulate, (zeros(params), zeros(metric_shapes), model_state), (jnp.arange(microbatches), micro))
+  mean = lambda tree: jax.tree.map(lambda x: x / microbatches, tree)
+  return mean(grad_sum), mean(metric_sum), model_state
+
+
 def train_step(state: TrainState, batch: dict, *, task, tx: optax.GradientTransformation,
-               schedule: optax.Schedule) -> tuple[TrainState, dict]:
+               schedule: optax.Schedule, axis_name: str | None = None, microbatches: int = 1,
+               compute_dtype: jnp.dtype | None = None) -> tuple[TrainState, dict]:
   """One optimizer step: (state, batch) -> (state, metrics of f32[] scalars).
 
-  Dropout (and any other randomness) uses fold_in(state.rng, state.step).
+  Dropout (and any other randomness) uses fold_in(state.rng, state.step)
+  (and the device index under pmap). Under pmap (axis_name set) gradients
+  and metrics are averaged over devices with lax.pmean; under jit the batch
+  is one global array and XLA does the same reduction.
   A step whose loss or gradient is not finite changes nothing but the step
   counter and reports metrics['nonfinite'] = 1; the loop decides what follows.
   """
   rng = jax.random.fold_in(state.rng, state.step)
-  grad_fn = jax.value_and_grad(task.loss, has_aux=True)
-  (loss, (metrics, model_state)), grads = grad_fn(state.params, state.model_state, batch, rng, train=True)
+  if axis_name is not None:
+    rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
+  grads, metrics, model_state = loss_and_grads(state.params, state.model_state, batch, rng, task=task,
+                                               microbatches=microbatches, compute_dtype=compute_dtype)
+  if axis_name is not None:
+    grads, metrics = jax.lax.pmean((grads, metrics), axis_name)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   grad_norm = optax.global_norm(grads)
-  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  finite = jnp.isfinite(metrics['loss']) & jnp.isfinite(grad_norm)
   keep_if_finite = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
   new_state = state.replace(
       step=state.step + 1,
@@ -38,9 +112,10 @@ def train_step(state: TrainState, batch: dict, *, task, tx: optax.GradientTransf
   return new_state, metrics
 
 
-def eval_step(state: TrainState, batch: dict, *, task) -> dict:
+def eval_step(state: TrainState, batch: dict, *, task, compute_dtype: jnp.dtype | None = None) -> dict:
   """Metric sums over one (possibly padded) batch; see the task's eval_sums."""
-  return task.eval_sums(state.params, state.model_state, batch)
+  return task.eval_sums(cast_floats(state.params, compute_dtype), cast_floats(state.model_state, compute_dtype),
+                        cast_model_input(batch, task.input_key, compute_dtype))
 
 
 def compiler_options(cpu_options) -> dict[str, str] | None:
@@ -56,13 +131,24 @@ def compiler_options(cpu_options) -> dict[str, str] | None:
   return {key: str(value) for key, value in dict(cpu_options).items()}
 
 
-def compile_steps(task, tx, schedule, state_shardings, batch_sharding, *,
-                  cpu_options=None) -> tuple[Callable, Callable]:
-  """jit-compiled (train_step, eval_step) with the state donated and kept sharded."""
-  options = compiler_options(cpu_options)
-  train = jax.jit(functools.partial(train_step, task=task, tx=tx, schedule=schedule),
-                  in_shardings=(state_shardings, batch_sharding),
-                  out_shardings=(state_shardings, None), donate_argnums=0, compiler_options=options)
-  evaluate = jax.jit(functools.partial(eval_step, task=task), in_shardings=(state_shardings, batch_sharding),
-                     compiler_options=options)
-  return train, evaluate
+COMPUTE_DTYPES = {'float32': None, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
+
+
+def compile_steps(task, tx, schedule, strategy, config: ml_collections.ConfigDict) -> tuple[Callable, Callable]:
+  """(train_step, eval_step) compiled by `strategy` (zoo.parallel.strategies) with the run config's
+
+  microbatches (gradient accumulation), compute_dtype (mixed precision; params stay f32) and
+  cpu_compiler_options.
+  """
+  dtype_name = config.get('compute_dtype', 'float32')
+  if dtype_name not in COMPUTE_DTYPES:
+    raise ConfigError(f'config.compute_dtype={dtype_name!r}; use one of: {", ".join(COMPUTE_DTYPES)}.')
+  microbatches = config.get('microbatches', 1)
+  if not isinstance(microbatches, int) or microbatches < 1 or config.data.batch_size % microbatches:
+    raise ConfigError(f'config.microbatches={microbatches!r} must be a positive integer dividing '
+                      f'config.data.batch_size={config.data.batch_size}.')
+  compute_dtype = COMPUTE_DTYPES[dtype_name]
+  train = functools.partial(train_step, task=task, tx=tx, schedule=schedule, axis_name=strategy.axis_name,
+                            microbatches=microbatches, compute_dtype=compute_dtype)
+  evaluate = functools.partial(eval_step, task=task, compute_dtype=compute_dtype)
+  return strategy.compile(train, evaluate, compiler_options(config.get('cpu_compiler_options')))
