@@ -3,15 +3,20 @@
   python experiments/train.py --config=experiments/configs/mnist_cnn.py --workdir=runs/mnist_cnn \
       [--config.optimizer.learning_rate=0.05] [--data_dir=/path/to/raw/data]
 
-Re-running with the same --workdir resumes from its latest checkpoint.
+Re-running with the same --workdir resumes from its latest checkpoint. Several
+processes (hosts) train one run when each is started with
+--coordinator_address=HOST:PORT --num_processes=N --process_id=I and the same
+--workdir on a shared file system; the mesh then spans every process's devices.
 """
 
 import sys
 
+import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from zoo.errors import UserError
+from zoo.parallel import distributed
 from zoo.train.loop import train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (a .py with get_config()).',
@@ -19,6 +24,10 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (a .py wi
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run folder: config, metrics, TensorBoard events, checkpoints.')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'Folder with raw dataset files, one sub-folder per dataset '
                                 '(searched before $ZOO_DATA_DIR, ./data, ../shared/data).')
+_COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'Multi-process runs: host:port of process 0 '
+                                   '(or $ZOO_COORDINATOR_ADDRESS; SLURM, Open MPI and TPU pods are detected).')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Multi-process runs: how many processes.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'Multi-process runs: this process\'s index.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -42,6 +51,7 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
   logging.set_verbosity(logging.ERROR)  # zoo's own warnings are printed; library chatter is not
   try:
+    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     result = train_and_evaluate(_CONFIG.value, _WORKDIR.value, raw_data_dir=_DATA_DIR.value)
   except UserError as error:
     sys.exit(f'error: {error}')
@@ -52,6 +62,8 @@ def main(argv):
   metrics = {k: v for k, v in result.items() if k not in ('step', 'wall_s', 'skipped_steps')}
   shown = ', '.join(f'{k}: {100 * v:.2f}%' if k == 'accuracy' else f'{k}: {v:.4f}'
                     for k, v in sorted(metrics.items(), key=lambda kv: kv[0] != 'accuracy'))
+  if jax.process_index() != 0:
+    return
   print(f'test {shown}  ({result["step"]} steps, {result["wall_s"]:.0f} s) -> {_WORKDIR.value}')
 
 

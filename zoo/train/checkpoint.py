@@ -216,12 +216,18 @@ def abstract_like(state: Any) -> Any:
 def load_state(workdir: str | pathlib.Path, step: int | None = None) -> Any:
   """The train state saved in a run folder (latest checkpoint by default), as numpy arrays.
 
-  Needs no model code: the tree comes from the checkpoint's own metadata.
+  Needs no model code: the tree comes from the checkpoint's own metadata. Works
+  on any device count (the run may have been saved from a mesh of many).
   """
-  manager = ocp.CheckpointManager(pathlib.Path(workdir).resolve() / 'checkpoints')
+  manager = ocp.CheckpointManager(pathlib.Path(workdir).resolve() / 'checkpoints',
+                                  item_handlers={'state': ocp.StandardCheckpointHandler()})
   step = manager.latest_step() if step is None else step
   if step is None:
     raise FileNotFoundError(f'No checkpoint in {workdir}/checkpoints.')
-  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  # Onto this process's first device, whatever mesh the run was saved from.
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = jax.tree.map(lambda meta: jax.ShapeDtypeStruct(meta.shape, meta.dtype, sharding=device),
+                        manager.item_metadata(step)['state'])
+  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
   manager.close()
   return jax.tree.map(np.asarray, restored.state)
