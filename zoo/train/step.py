@@ -118,15 +118,18 @@ def eval_step(state: TrainState, batch: dict, *, task, compute_dtype: jnp.dtype 
                         cast_model_input(batch, task.input_key, compute_dtype))
 
 
-def compiler_options(cpu_options) -> dict[str, str] | None:
-  """XLA options for this backend: `cpu_options` (config.cpu_compiler_options) on CPU, else none.
+def compiler_options(cpu_options, device_count: int = 1) -> dict[str, str] | None:
+  """XLA options for this backend: `cpu_options` (config.cpu_compiler_options) on one CPU device, else none.
 
   The zoo's conv-net configs set xla_cpu_experimental_ynn_fusion_type there: it
   hands XLA CPU's dot, elementwise and reduce fusions to the YNNPACK library,
   which makes the CNN's kernel-gradient convolution several times faster
   (see benchmarks/README.md); for scan-based models it is slower, so it is per config.
+  Meshes of several CPU devices (simulated, for tests) go without: the experimental
+  YNN fusions reject some sharded layouts there (tensor-split convolutions inside
+  the micro-batch loop fail at run time with jax 0.10.2).
   """
-  if jax.default_backend() != 'cpu' or not cpu_options:
+  if jax.default_backend() != 'cpu' or not cpu_options or device_count > 1:
     return None
   return {key: str(value) for key, value in dict(cpu_options).items()}
 
@@ -151,4 +154,4 @@ def compile_steps(task, tx, schedule, strategy, config: ml_collections.ConfigDic
   train = functools.partial(train_step, task=task, tx=tx, schedule=schedule, axis_name=strategy.axis_name,
                             microbatches=microbatches, compute_dtype=compute_dtype)
   evaluate = functools.partial(eval_step, task=task, compute_dtype=compute_dtype)
-  return strategy.compile(train, evaluate, compiler_options(config.get('cpu_compiler_options')))
+  return strategy.compile(train, evaluate, compiler_options(config.get('cpu_compiler_options'), strategy.mesh.size))
