@@ -6,7 +6,8 @@
 Each layout trains the config for --steps steps from the same seed on the same
 global batches; the first layout is the reference. Prints one JSON object:
 per layout the loss curve, the largest relative loss difference and the
-largest absolute param difference from the reference, each param's partition
+largest absolute difference of params and model state (BatchNorm
+statistics) from the reference, each param's partition
 spec and per-device shard shape, and XLA's per-device memory figures for the
 train step (jit layouts). --num_devices > the machine's devices simulates CPU
 devices (it must come before JAX starts, so this script sets it itself).
@@ -77,18 +78,20 @@ def run_layout(config, name: str, steps: int, raw_data_dir: str | None) -> dict:
   layout = {jax.tree_util.keystr(path): {'spec': str(leaf.sharding.spec),
                                           'shard_shape': list(leaf.sharding.shard_shape(leaf.shape))}
             for path, leaf in params}
-  values = {jax.tree_util.keystr(path): np.asarray(jax.device_get(leaf)) for path, leaf in params}
+  variables = jax.tree_util.tree_flatten_with_path({'params': state.params, 'model_state': state.model_state})[0]
+  values = {jax.tree_util.keystr(path): np.asarray(jax.device_get(leaf)) for path, leaf in variables}
   return {'mesh': dict(experiment.mesh.shape), 'strategy': strategy_name, 'microbatches': microbatches,
           'losses': [float(x) for x in jax.device_get(losses)], 'params': layout, 'memory_per_device': memory,
           '_values': values}
 
 
 def compare(reference: dict, other: dict) -> dict:
-  """Largest relative loss difference and absolute param difference of `other` from `reference`."""
+  """Largest relative loss difference and absolute difference of params and model state (BatchNorm
+  statistics) of `other` from `reference`."""
   ref_losses, losses = np.asarray(reference['losses']), np.asarray(other['losses'])
-  param_diff = max(float(np.abs(reference['_values'][k] - other['_values'][k]).max()) for k in reference['_values'])
+  state_diff = max(float(np.abs(reference['_values'][k] - other['_values'][k]).max()) for k in reference['_values'])
   return {'max_rel_loss_diff': float((np.abs(losses - ref_losses) / np.abs(ref_losses)).max()),
-          'max_abs_param_diff': param_diff}
+          'max_abs_state_diff': state_diff}
 
 
 def main(argv):

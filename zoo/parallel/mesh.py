@@ -46,8 +46,8 @@ DEFAULT_RULES = (
 def make_mesh(config: ml_collections.ConfigDict, devices: Sequence[jax.Device] | None = None) -> Mesh:
   """Mesh over all (global) devices; config.axes maps axis name -> size, one may be -1 ("the rest").
 
-  Axis names are 'data', 'fsdp' and 'tensor'; the default {'data': -1} puts
-  every device on the data axis. jax.make_mesh orders the devices by the
+  Axis names are 'data', 'fsdp' and 'tensor'; the default {'data': -1, 'fsdp': 1,
+  'tensor': 1} puts every device on the data axis. jax.make_mesh orders the devices by the
   hardware topology (TPU/GPU) so the last axes ('tensor') get the fastest links.
   """
   devices = list(devices if devices is not None else jax.devices())
