@@ -134,10 +134,12 @@ def test_bf16_compute_keeps_f32_params_and_optimizer_state(mnist_config):
     (dict(microbatches=3), 'must be a positive integer dividing config.data.batch_size=128'),
     (dict(compute_dtype='int8'), "use one of: float32, bfloat16, float16"),
 ])
-def test_step_options_are_checked(mnist_config, changes, message):
-  config, experiment = _experiment(mnist_config, **changes)
+def test_step_options_are_checked_before_any_data_is_read(mnist_config, changes, message):
+  config = mnist_config.copy_and_resolve_references()
+  config.update(changes)
+  config.data.name = 'no_such_dataset'  # would fail later, when the data is prepared
   with pytest.raises(ConfigError, match=message):
-    compile_steps(experiment.task, experiment.tx, experiment.schedule, experiment.strategy, config)
+    build_experiment(config, None)
 
 
 # ---------------------------------------------------------- 8 simulated devices

@@ -26,7 +26,7 @@ from zoo.train import optim
 from zoo.train import state as state_lib
 from zoo.train.checkpoint import Checkpointer, abstract_like
 from zoo.train.preemption import PreemptionWatcher
-from zoo.train.step import compile_steps
+from zoo.train.step import compile_steps, step_options
 from zoo.train.writers import MetricWriter, read_metrics
 
 NONFINITE_POLICIES = ('stop', 'skip')
@@ -114,6 +114,7 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: pathlib.Path | 
   mesh = make_mesh(config.mesh, devices)
   strategy_name = config.mesh.get('strategy', 'jit')
   strategies.check(strategy_name, mesh)
+  step_options(config)
   model = models.build(config.model)
   if strategy_name == 'pmap' and hasattr(model, 'batch_norm_axis_name'):
     model = model.clone(batch_norm_axis_name=strategies.PMAP_AXIS)  # BatchNorm statistics over all devices

@@ -137,12 +137,8 @@ def compiler_options(cpu_options, device_count: int = 1) -> dict[str, str] | Non
 COMPUTE_DTYPES = {'float32': None, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
 
 
-def compile_steps(task, tx, schedule, strategy, config: ml_collections.ConfigDict) -> tuple[Callable, Callable]:
-  """(train_step, eval_step) compiled by `strategy` (zoo.parallel.strategies) with the run config's
-
-  microbatches (gradient accumulation), compute_dtype (mixed precision; params stay f32) and
-  cpu_compiler_options.
-  """
+def step_options(config: ml_collections.ConfigDict) -> tuple[int, jnp.dtype | None]:
+  """(microbatches, compute dtype or None for f32) from the run config; ConfigError when invalid."""
   dtype_name = config.get('compute_dtype', 'float32')
   if dtype_name not in COMPUTE_DTYPES:
     raise ConfigError(f'config.compute_dtype={dtype_name!r}; use one of: {", ".join(COMPUTE_DTYPES)}.')
@@ -150,7 +146,16 @@ def compile_steps(task, tx, schedule, strategy, config: ml_collections.ConfigDic
   if not isinstance(microbatches, int) or microbatches < 1 or config.data.batch_size % microbatches:
     raise ConfigError(f'config.microbatches={microbatches!r} must be a positive integer dividing '
                       f'config.data.batch_size={config.data.batch_size}.')
-  compute_dtype = COMPUTE_DTYPES[dtype_name]
+  return microbatches, COMPUTE_DTYPES[dtype_name]
+
+
+def compile_steps(task, tx, schedule, strategy, config: ml_collections.ConfigDict) -> tuple[Callable, Callable]:
+  """(train_step, eval_step) compiled by `strategy` (zoo.parallel.strategies) with the run config's
+
+  microbatches (gradient accumulation), compute_dtype (mixed precision; params stay f32) and
+  cpu_compiler_options.
+  """
+  microbatches, compute_dtype = step_options(config)
   train = functools.partial(train_step, task=task, tx=tx, schedule=schedule, axis_name=strategy.axis_name,
                             microbatches=microbatches, compute_dtype=compute_dtype)
   evaluate = functools.partial(eval_step, task=task, compute_dtype=compute_dtype)
