@@ -206,25 +206,37 @@ def _free_port() -> int:
     return sock.getsockname()[1]
 
 
-def test_two_processes_train_the_same_run_as_one(tfds_dir, tmp_path):
-  common = [str(REPO / 'experiments' / 'train.py'), f'--config={REPO}/experiments/configs/mnist_cnn.py',
-            f'--config.data.tfds_dir={tfds_dir}', '--config.num_train_steps=12', '--config.log_every=1',
-            '--config.eval_every=12', '--config.checkpoint.every=6', '--config.data.eval_batch_size=500']
+def _train_command(tfds_dir: str, workdir, *extra: str) -> list[str]:
+  return [str(REPO / 'experiments' / 'train.py'), f'--config={REPO}/experiments/configs/mnist_cnn.py',
+          f'--config.data.tfds_dir={tfds_dir}', '--config.num_train_steps=12', '--config.log_every=1',
+          '--config.eval_every=12', '--config.checkpoint.every=6', '--config.data.eval_batch_size=500',
+          f'--workdir={workdir}', *extra]
+
+
+@pytest.fixture(scope='module')
+def one_process_run(tfds_dir, tmp_path_factory):
+  """metrics.jsonl rows of a 12-step single-process run."""
+  workdir = tmp_path_factory.mktemp('one_process')
+  assert 'test accuracy' in _python(_train_command(tfds_dir, workdir)).stdout
+  return read_metrics(workdir / 'metrics.jsonl')
+
+
+@pytest.mark.parametrize('strategy', ['jit', 'pmap'])
+def test_two_processes_train_the_same_run_as_one(tfds_dir, tmp_path, one_process_run, strategy):
   address = f'127.0.0.1:{_free_port()}'
   env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
-  workers = [subprocess.Popen([sys.executable, *common, f'--workdir={tmp_path / "two"}',
-                               f'--coordinator_address={address}', '--num_processes=2', f'--process_id={index}'],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO)
-             for index in range(2)]
-  single = _python([*common, f'--workdir={tmp_path / "one"}'])
+  workers = [subprocess.Popen([sys.executable, *_train_command(
+      tfds_dir, tmp_path, f'--config.mesh.strategy={strategy}', f'--coordinator_address={address}',
+      '--num_processes=2', f'--process_id={index}')], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env=env, cwd=REPO) for index in range(2)]
   outputs = [worker.communicate(timeout=300)[0] for worker in workers]
   assert [worker.returncode for worker in workers] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
   assert 'test accuracy' in outputs[0] and 'test accuracy' not in outputs[1]  # one writer prints and logs
 
-  one, two = read_metrics(tmp_path / 'one' / 'metrics.jsonl'), read_metrics(tmp_path / 'two' / 'metrics.jsonl')
+  one, two = one_process_run, read_metrics(tmp_path / 'metrics.jsonl')
   assert [(r['step'], r['split']) for r in two] == [(r['step'], r['split']) for r in one]  # no duplicate rows
-  for a, b in zip(one, two):
+  for a, b in zip(one, two):  # train losses, eval and test metrics over both processes' examples
     assert abs(a['loss'] - b['loss']) <= TOLERANCE * abs(a['loss']), (a, b)
-  assert 'test accuracy' in single.stdout
-  data_states = sorted(p.name for p in (tmp_path / 'two' / 'checkpoints' / '12' / 'data').glob('process_*'))
+    assert a.get('accuracy') == pytest.approx(b.get('accuracy'), abs=1e-6)
+  data_states = sorted(p.name for p in (tmp_path / 'checkpoints' / '12' / 'data').glob('process_*'))
   assert data_states == ['process_0-of-2.json', 'process_1-of-2.json']  # each process saved its own reader

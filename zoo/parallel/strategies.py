@@ -74,23 +74,21 @@ class PmapStrategy:
     count = len(self.devices)
     self._stack = jax.jit(lambda state: jax.tree.map(lambda x: jnp.broadcast_to(x, (count, *x.shape)), state),
                           out_shardings=self.stacked)
-    self._first = jax.jit(lambda state: jax.tree.map(lambda x: x[0], state), out_shardings=state_shardings)
 
   def compile(self, train_fn: Callable, eval_fn: Callable,
               compiler_options: dict[str, str] | None = None) -> tuple[Callable, Callable]:
-    """pmapped (train, eval); metrics come back as one value (they are pmean'd), eval sums summed."""
+    """pmapped (train, eval); metrics and eval sums come back as one value (pmean'd / psum'd over devices)."""
     del compiler_options  # pmap takes none; the CPU options only speed up, never change, results
     train = jax.pmap(train_fn, axis_name=PMAP_AXIS, devices=self.devices, donate_argnums=0)
-    evaluate = jax.pmap(eval_fn, axis_name=PMAP_AXIS, devices=self.devices)
+    evaluate = jax.pmap(lambda state, batch: jax.lax.psum(eval_fn(state, batch), PMAP_AXIS),
+                        axis_name=PMAP_AXIS, devices=self.devices)
+    first = lambda tree: jax.tree.map(lambda x: x[0], tree)  # every device holds the same value
 
     def train_and_unstack(state, batch):
       state, metrics = train(state, batch)
-      return state, jax.tree.map(lambda m: m[0], metrics)
+      return state, first(metrics)
 
-    def eval_and_sum(state, batch):
-      return jax.tree.map(lambda s: s.sum(0), evaluate(state, batch))
-
-    return train_and_unstack, eval_and_sum
+    return train_and_unstack, lambda state, batch: first(evaluate(state, batch))
 
   def put_batch(self, local_batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
     """This process's rows [B/P, ...] -> [devices, B/devices, ...], one slice per device."""
@@ -110,8 +108,17 @@ class PmapStrategy:
     return self._stack(state)
 
   def canonical_state(self, state: Any) -> Any:
-    """Stacked replicas -> the first one, with the canonical (replicated) shardings."""
-    return self._first(state)
+    """Stacked replicas -> one global array per leaf with the canonical (replicated) shardings.
+
+    Built from each local device's own replica, so no data moves between
+    devices or processes (with several processes, pmap's outputs are local arrays).
+    """
+    def unstack(stacked: jax.Array, sharding: NamedSharding) -> jax.Array:
+      replicas = {shard.device: shard.data[0] for shard in stacked.addressable_shards}
+      return jax.make_array_from_single_device_arrays(
+          stacked.shape[1:], sharding, [replicas[device] for device in sharding.addressable_devices])
+
+    return jax.tree.map(unstack, state, self.state_shardings)
 
 
 def check(name: str, mesh: Mesh) -> None:
