@@ -3,7 +3,7 @@
 The optimizer is one chain, in this order:
   clip_by_global_norm -> coupled penalties (L2, L1, added to the gradient)
   -> the method's scaling (sgd, momentum, nesterov, adam, adamw, rmsprop)
-  -> decoupled weight decay -> -learning_rate(step).
+  -> decoupled weight decay -> -learning_rate(step) -> [gradual magnitude pruning].
 Penalties and weight decay use a mask: 'all' params, or 'kernels' (params
 with ndim >= 2, which leaves out biases and norm scales).
 """
@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from zoo import compress
 from zoo.errors import ConfigError
 
 SCHEDULES = ('constant', 'exponential', 'piecewise', 'warmup_cosine')
@@ -88,7 +89,8 @@ def build(config: ml_collections.ConfigDict, total_steps: int) -> tuple[optax.Gr
 
   Keys: name, learning_rate, schedule (+ its options), momentum, b1, b2, eps,
   decay, grad_clip_norm, weight_decay (decoupled; 'adamw' defaults to 1e-4),
-  l2, l1, decay_mask ('kernels' or 'all').
+  l2, l1, decay_mask ('kernels' or 'all'), pruning (sparsity > 0 turns on gradual
+  magnitude pruning of the kernels: scope, begin/end as fractions of the run, every).
   """
   schedule = build_schedule(config, total_steps)
   mask = decay_mask(config.get('decay_mask', 'kernels'))
@@ -104,4 +106,9 @@ def build(config: ml_collections.ConfigDict, total_steps: int) -> tuple[optax.Gr
   if weight_decay:
     chain.append(optax.add_decayed_weights(weight_decay, mask))
   chain.append(optax.scale_by_learning_rate(schedule))
+  pruning = config.get('pruning')
+  if pruning and pruning.sparsity > 0:
+    begin, end = int(pruning.begin_fraction * total_steps), int(pruning.end_fraction * total_steps)
+    chain.append(compress.gradual_pruning(compress.polynomial_sparsity(pruning.sparsity, begin, end), begin, end,
+                                          pruning.every, pruning.scope))
   return optax.chain(*chain), schedule
