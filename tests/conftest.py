@@ -9,6 +9,7 @@ import ml_collections
 import pytest
 
 from zoo.data import prepare
+from zoo.train.loop import train_and_evaluate
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RAW_DATA_DIR = REPO.parent / 'shared' / 'data'
@@ -46,3 +47,14 @@ def mnist_config(tfds_dir) -> ml_collections.ConfigDict:
   config.eval_every = 20
   config.checkpoint.every = 20
   return config
+
+
+@pytest.fixture(scope='session')
+def trained_run(tfds_dir, tmp_path_factory) -> pathlib.Path:
+  """A finished 10-step mnist_cnn run folder (for tools that read runs: export, compress)."""
+  config = load_config('mnist_cnn')
+  config.data.tfds_dir = tfds_dir
+  config.num_train_steps = config.eval_every = config.checkpoint.every = 10
+  workdir = tmp_path_factory.mktemp('trained_run')
+  train_and_evaluate(config, str(workdir))
+  return workdir

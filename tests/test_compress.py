@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from zoo import compress
+from zoo.compress.evaluation import markdown, prune_and_evaluate
 from zoo.compress.pruning import PruningState
 from zoo.errors import ConfigError
 from zoo.train.loop import build_experiment
@@ -64,3 +65,14 @@ def test_gradual_pruning_keeps_pruned_weights_at_exactly_zero_while_training(mni
   assert report['all'] == pytest.approx(0.6, abs=1e-3)  # reached at end_fraction * 24 = step 12, then held
   assert jax.tree.all(jax.tree.map(np.array_equal, masks_at[13], masks_at[24]))  # no mask changes after the end
   assert np.isfinite(losses).all() and np.mean(losses[-4:]) < np.mean(losses[:4])  # and still learns
+
+
+def test_compress_launcher_measures_accuracy_against_sparsity(trained_run):
+  rows = prune_and_evaluate(str(trained_run), [0.0, 0.9], 'global')
+  assert [row['target_sparsity'] for row in rows] == [0.0, 0.9]
+  assert rows[0]['sparsity'] < 1e-3 and rows[1]['sparsity'] == pytest.approx(0.9, abs=1e-3)
+  assert rows[1]['nonzero_kernel_weights'] == pytest.approx(0.1 * rows[0]['nonzero_kernel_weights'], rel=1e-3)
+  assert all(0.0 <= row['test_accuracy'] <= 1.0 for row in rows)
+  assert rows[0]['test_accuracy'] != rows[1]['test_accuracy']  # pruning 90% changes the model
+  table = markdown(rows)
+  assert table.splitlines()[0].startswith('| model | scope | sparsity') and '| cnn | global | 90.0% |' in table

@@ -14,12 +14,10 @@ import pytest
 from zoo import models
 from zoo.errors import UserError
 from zoo.serving import Predictor
+from zoo.serving.from_run import export_run
 from zoo.train.checkpoint import load_state
-from zoo.train.loop import train_and_evaluate
 
-from conftest import REPO, load_config, load_experiment
-
-export = load_experiment('export.py')
+from conftest import REPO
 
 # Runs in a fresh interpreter: loads the artifact, predicts, and reports which zoo modules it imported.
 FRESH_PROCESS = '''
@@ -33,19 +31,8 @@ print(json.dumps({'outputs': outputs, 'zoo_modules': sorted(m for m in sys.modul
 '''
 
 
-@pytest.fixture(scope='module')
-def trained_run(tfds_dir, tmp_path_factory) -> pathlib.Path:
-  """A 10-step mnist_cnn run folder."""
-  config = load_config('mnist_cnn')
-  config.data.tfds_dir = tfds_dir
-  config.num_train_steps = config.eval_every = config.checkpoint.every = 10
-  workdir = tmp_path_factory.mktemp('served_run')
-  train_and_evaluate(config, str(workdir))
-  return workdir
-
-
 def test_artifact_reproduces_the_model_at_two_batch_sizes_without_zoo_models(trained_run, tmp_path):
-  folder = export.export_run(trained_run, tmp_path / 'artifact')
+  folder = export_run(trained_run, tmp_path / 'artifact')
   metadata = json.loads((folder / 'serving.json').read_text())
   assert metadata['input_shape'] == [None, 28, 28, 1] and metadata['trained_steps'] == 10
   inputs = np.random.default_rng(0).uniform(size=(7, 28, 28, 1)).astype(np.float32)
@@ -65,7 +52,7 @@ def test_artifact_reproduces_the_model_at_two_batch_sizes_without_zoo_models(tra
 
 def test_predict_cli_classifies_png_files(trained_run, tmp_path):
   from PIL import Image  # pylint: disable=import-outside-toplevel
-  folder = export.export_run(trained_run, tmp_path / 'artifact')
+  folder = export_run(trained_run, tmp_path / 'artifact')
   paths = []
   for index in range(2):
     paths.append(tmp_path / f'digit{index}.png')
@@ -84,7 +71,7 @@ def test_predict_cli_classifies_png_files(trained_run, tmp_path):
 
 
 def test_bad_serving_inputs_get_clear_errors(trained_run, tmp_path):
-  folder = export.export_run(trained_run, tmp_path / 'artifact')
+  folder = export_run(trained_run, tmp_path / 'artifact')
   predictor = Predictor(folder)
   with pytest.raises(UserError, match=r'takes inputs of shape \[batch, 28, 28, 1\]; got \[2, 28, 28\]'):
     predictor(np.zeros((2, 28, 28), np.float32))
@@ -94,7 +81,7 @@ def test_bad_serving_inputs_get_clear_errors(trained_run, tmp_path):
   untrained.mkdir()
   (untrained / 'config.json').write_text((trained_run / 'config.json').read_text())
   with pytest.raises(UserError, match='No checkpoint in .* Train the run first'):
-    export.export_run(untrained, tmp_path / 'nothing')
+    export_run(untrained, tmp_path / 'nothing')
   assert not (tmp_path / 'nothing').exists()
   with pytest.raises(UserError, match='not a zoo run folder'):
-    export.export_run(tmp_path / 'no_such_run', tmp_path / 'nothing')
+    export_run(tmp_path / 'no_such_run', tmp_path / 'nothing')

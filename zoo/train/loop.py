@@ -18,13 +18,14 @@ import tqdm
 from absl import logging
 
 from zoo import models, tasks
+from zoo.config import apply_overrides
 from zoo.data import build_pipeline
 from zoo.data.pipeline import Pipeline
 from zoo.errors import ConfigError, NonFiniteLossError
 from zoo.parallel import make_mesh, strategies
 from zoo.train import optim
 from zoo.train import state as state_lib
-from zoo.train.checkpoint import Checkpointer, abstract_like
+from zoo.train.checkpoint import Checkpointer, abstract_like, load_state
 from zoo.train.preemption import PreemptionWatcher
 from zoo.train.step import compile_steps, step_options
 from zoo.train.writers import MetricWriter, read_metrics
@@ -134,6 +135,37 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: pathlib.Path | 
   state, shardings = state_lib.create(model, tx, example[task.input_key], config.seed, mesh, config.mesh.rules)
   strategy = strategies.build(strategy_name, mesh, shardings)
   return Experiment(mesh, model, task, pipeline, total_steps, tx, schedule, state, shardings, strategy)
+
+
+def load_run(workdir: str | pathlib.Path, overrides: list[str] = (), *,
+             raw_data_dir: str | None = None) -> tuple[ml_collections.ConfigDict, Experiment, state_lib.TrainState]:
+  """(config, experiment, state) of a run folder: its config.json with `overrides` ('a.b=value'),
+  and the latest checkpoint's params and model state on the experiment's mesh. Writes nothing.
+  """
+  workdir = pathlib.Path(workdir)
+  if not (workdir / 'config.json').exists():
+    raise ConfigError(f'{workdir} holds no config.json: it is not a zoo run folder. Pass the --workdir of a run.')
+  config = ml_collections.ConfigDict(json.loads((workdir / 'config.json').read_text()))
+  apply_overrides(config, list(overrides))
+  experiment = build_experiment(config, workdir, raw_data_dir=raw_data_dir)
+  try:
+    saved = load_state(workdir)
+  except FileNotFoundError as error:
+    raise ConfigError(f'{error} Train the run first (experiments/train.py --workdir={workdir}).') from error
+  state = experiment.state.replace(
+      step=jax.device_put(saved['step'], experiment.shardings.step),
+      params=jax.device_put(saved['params'], experiment.shardings.params),
+      model_state=jax.device_put(saved['model_state'], experiment.shardings.model_state))
+  return config, experiment, state
+
+
+def evaluate_state(config: ml_collections.ConfigDict, experiment: Experiment, state: state_lib.TrainState,
+                   split: str) -> dict[str, float]:
+  """Mean metrics of `state` (canonical layout) over every example of `split`."""
+  strategy = experiment.strategy
+  _, eval_step = compile_steps(experiment.task, experiment.tx, experiment.schedule, strategy, config)
+  return evaluate(eval_step, strategy.place_state(state), experiment.pipeline, split, config.data.eval_batch_size,
+                  strategy)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
