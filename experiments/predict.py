@@ -15,7 +15,7 @@ import json
 import sys
 
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 
 from zoo.errors import UserError
 from zoo.serving import Predictor
@@ -54,6 +54,7 @@ def describe(predictor: Predictor, inputs: np.ndarray, names: list[str]) -> list
 
 
 def main(argv):
+  logging.set_verbosity(logging.ERROR)
   items = argv[1:]
   try:
     predictor = Predictor(_ARTIFACT.value)
