@@ -27,14 +27,19 @@ IMPLEMENTATIONS = ('xla', 'cudnn', 'pallas', 'auto')
 HALF_DTYPES = (jnp.bfloat16, jnp.float16)
 
 
-def xla_attention(query, key, value, key_valid=None, causal=False):
-  """The reference. query: [B, Tq, H, D], key/value: [B, Tk, H, D], key_valid: bool[B, Tk] -> [B, Tq, H, D]."""
+def attention_weights(query, key, key_valid=None, causal=False):
+  """softmax(q k^T / sqrt(d), masked) in f32: query [B, Tq, H, D], key [B, Tk, H, D] -> f32[B, H, Tq, Tk]."""
   scale = query.shape[-1] ** -0.5
   logits = jnp.einsum('bqhd,bkhd->bhqk', query * scale, key).astype(jnp.float32)
   mask = _mask(key_valid, causal, query.shape[1], key.shape[1])
   if mask is not None:
     logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
-  weights = jax.nn.softmax(logits, axis=-1).astype(value.dtype)
+  return jax.nn.softmax(logits, axis=-1)
+
+
+def xla_attention(query, key, value, key_valid=None, causal=False):
+  """The reference. query: [B, Tq, H, D], key/value: [B, Tk, H, D], key_valid: bool[B, Tk] -> [B, Tq, H, D]."""
+  weights = attention_weights(query, key, key_valid, causal).astype(value.dtype)
   return jnp.einsum('bhqk,bkhd->bqhd', weights, value)
 
 

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from zoo.kernels.attention import dot_product_attention
+from zoo.kernels.attention import attention_weights, dot_product_attention
 from zoo.models.layers import dense, norm_param_init
 
 
@@ -27,7 +27,11 @@ def _layer_norm() -> nn.LayerNorm:
 
 
 class MultiHeadSelfAttention(nn.Module):
-  """Self-attention through zoo.kernels.attention.dot_product_attention."""
+  """Self-attention through zoo.kernels.attention.dot_product_attention.
+
+  Applied with mutable=['intermediates'], it also stores its attention
+  weights f32[B, H, T, T] as 'attention_weights' (see zoo.inspect.attention_maps).
+  """
   num_heads: int
   dropout_rate: float = 0.0
   causal: bool = False
@@ -47,6 +51,8 @@ class MultiHeadSelfAttention(nn.Module):
     query, key, value = projection('query')(x), projection('key')(x), projection('value')(x)
     attended = dot_product_attention(query, key, value, key_valid, causal=self.causal,
                                      implementation=self.attention)
+    if self.is_mutable_collection('intermediates'):  # attention maps for inspection (zoo.inspect)
+      self.sow('intermediates', 'attention_weights', attention_weights(query, key, key_valid, self.causal))
     out = nn.DenseGeneral(
         d_model, axis=(-2, -1), name='out',
         kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), ('heads', 'kv', 'embed')),
