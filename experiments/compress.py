@@ -1,13 +1,16 @@
-"""Accuracy against sparsity: one-shot magnitude pruning of a trained run, evaluated on its test split.
+"""What compression costs a trained run: accuracy against sparsity (pruning) and against size (int8).
 
   python experiments/compress.py --workdir=runs/results/mnist_cnn [--sparsities=0,0.5,0.8,0.9,0.95] \
-      [--scope=global] [--out=runs/results/mnist_cnn/compress]
+      [--scope=global] [--quantize] [--out=runs/results/mnist_cnn/compress]
 
 Prunes the run's latest checkpoint (kernels only, smallest magnitudes first,
 no fine-tuning; gradual pruning during training is config.optimizer.pruning)
-and evaluates each sparsity. Writes pruning.jsonl (one object per sparsity)
-and pruning.md (a table) into --out, and prints the table. The run's own
-files are not touched.
+and evaluates each sparsity: pruning.jsonl and pruning.md. With --quantize,
+also int8 post-training quantization (weights per channel; activations
+dynamic, or static from 4 calibration batches) through the int8 path:
+quantization.jsonl and quantization.md (quantization-aware training is
+config.quantization.aware_training). Files go into --out; the tables are
+printed. The run's own files are not touched.
 """
 
 from __future__ import annotations
@@ -19,12 +22,13 @@ import sys
 from absl import app, flags, logging
 
 from zoo import compress
-from zoo.compress.evaluation import markdown, prune_and_evaluate
+from zoo.compress.evaluation import markdown, prune_and_evaluate, quantization_markdown, quantize_and_evaluate
 from zoo.errors import UserError
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Trained run folder.')
 _SPARSITIES = flags.DEFINE_list('sparsities', ['0', '0.5', '0.8', '0.9', '0.95'], 'Fractions of kernel weights pruned.')
 _SCOPE = flags.DEFINE_enum('scope', 'global', list(compress.pruning.SCOPES), 'Rank weights over all kernels or per layer.')
+_QUANTIZE = flags.DEFINE_bool('quantize', False, 'Also measure int8 post-training quantization.')
 _OUT = flags.DEFINE_string('out', None, 'Output folder (default: <workdir>/compress).')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'Folder with raw dataset files.')
 flags.mark_flag_as_required('workdir')
@@ -39,6 +43,7 @@ def main(argv):
     if not all(0.0 <= s < 1.0 for s in sparsities):
       raise UserError(f'--sparsities={",".join(_SPARSITIES.value)}: each must be in [0, 1).')
     rows = prune_and_evaluate(_WORKDIR.value, sparsities, _SCOPE.value, _DATA_DIR.value)
+    quantized_rows = quantize_and_evaluate(_WORKDIR.value, raw_data_dir=_DATA_DIR.value) if _QUANTIZE.value else []
   except ValueError as error:
     sys.exit(f'error: --sparsities must be numbers in [0, 1) ({error}).')
   except UserError as error:
@@ -49,6 +54,11 @@ def main(argv):
   table = markdown(rows)
   (out / 'pruning.md').write_text(table)
   print(table)
+  if quantized_rows:
+    (out / 'quantization.jsonl').write_text(''.join(json.dumps(row) + '\n' for row in quantized_rows))
+    table = quantization_markdown(quantized_rows)
+    (out / 'quantization.md').write_text(table)
+    print(table)
 
 
 if __name__ == '__main__':

@@ -32,6 +32,7 @@ def default_config(dataset: str = 'mnist') -> ml_collections.ConfigDict:
   mesh: axes {'data', 'fsdp', 'tensor': size, one may be -1}, logical-axis rules (logical name -> mesh
     axis; see zoo.parallel.mesh) and strategy ('jit' over sharded arrays, or 'pmap' over replicas).
   microbatches: gradient accumulation; each batch is split into this many micro-batches, one optimizer step.
+  quantization.aware_training: train (and evaluate) with int8 fake-quantized Dense/Conv layers (QAT).
   compute_dtype: 'float32', or 'bfloat16'/'float16' for mixed precision (params and optimizer stay f32).
   checkpoint: interval, how many to keep (last N, best K by a metric).
   nonfinite: 'stop' or 'skip' on a non-finite loss or gradient.
@@ -51,6 +52,7 @@ def default_config(dataset: str = 'mnist') -> ml_collections.ConfigDict:
       weight_decay=0.0, l2=0.0, l1=0.0, grad_clip_norm=0.0, decay_mask='kernels',
       pruning=dict(sparsity=0.0, scope='global', begin_fraction=0.0, end_fraction=0.75, every=50)))
   config.mesh = ml_collections.ConfigDict(dict(axes={'data': -1, 'fsdp': 1, 'tensor': 1}, rules=DEFAULT_RULES, strategy='jit'))
+  config.quantization = ml_collections.ConfigDict(dict(aware_training=False))
   config.microbatches = 1
   config.compute_dtype = 'float32'
   config.num_epochs = 10

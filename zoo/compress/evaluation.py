@@ -1,10 +1,14 @@
-"""Accuracy against sparsity for a trained run: one-shot magnitude pruning, then its test metrics."""
+"""What compression costs a trained run: test metrics after one-shot pruning or int8 quantization."""
 
 from __future__ import annotations
 
-import jax
+import contextlib
 
-from zoo.compress import pruning
+import jax
+import numpy as np
+
+from zoo.compress import pruning, quantization
+from zoo.errors import ConfigError
 from zoo.train.loop import evaluate_state, load_run
 
 
@@ -33,4 +37,53 @@ def markdown(rows: list[dict]) -> str:
     value = f'{100 * row[metric]:.2f}%' if metric == 'test_accuracy' else f'{row[metric]:.4f}'
     lines.append(f'| {row["model"]} | {row["scope"]} | {100 * row["sparsity"]:.1f}% | '
                  f'{row["nonzero_kernel_weights"]:,} | {value} |')
+  return '\n'.join(lines) + '\n'
+
+
+def _accuracy(model, variables, batches, mode: str | None, calibration=None) -> float:
+  """Test accuracy of model.apply over (image, label, mask) batches, in a quantization mode or f32."""
+  apply = lambda v, x: model.apply(v, x, train=False)
+  context = quantization.quantized(mode, calibration) if mode else contextlib.nullcontext()
+  with context as quantizer:
+    logits_fn = jax.jit(apply)  # traced inside the block, so the Dense/Conv layers are replaced
+    correct = count = 0.0
+    for batch in batches:
+      hits = np.asarray(logits_fn(variables, batch['image'])).argmax(-1) == batch['label']
+      mask = batch.get('mask', np.ones(len(hits), np.float32))
+      correct, count = correct + float((hits * mask).sum()), count + float(mask.sum())
+  if quantizer is not None:
+    quantization.check_supported(variables['params'], quantizer.quantized_paths)
+  return correct / count
+
+
+def quantize_and_evaluate(workdir: str, calibration_batches: int = 4, raw_data_dir: str | None = None) -> list[dict]:
+  """Rows for f32, int8 with dynamic activation scales, and int8 with scales calibrated on train batches."""
+  config, experiment, state = load_run(workdir, raw_data_dir=raw_data_dir)
+  if experiment.task.input_key != 'image' or config.task.name != 'classification':
+    raise ConfigError('Quantization is measured on image classifiers (test accuracy); '
+                      f'{config.model.name!r} with task {config.task.name!r} is not one.')
+  variables = {'params': state.params, **state.model_state}
+  batches = list(experiment.pipeline.eval_batches(config.data.test_split, config.data.eval_batch_size))
+  iterator = experiment.pipeline.train_iterator()
+  with quantization.quantized('calibrate') as calibrator:
+    for _ in range(calibration_batches):
+      experiment.model.apply(variables, next(iterator)['image'], train=False)
+  f32_bytes = sum(4 * leaf.size for leaf in jax.tree.leaves(state.params))
+  int8_bytes = quantization.int8_weight_bytes(state.params)
+  model = experiment.model
+  return [
+      {'model': config.model.name, 'weights': 'f32', 'activations': 'f32', 'bytes': f32_bytes,
+       'test_accuracy': _accuracy(model, variables, batches, None)},
+      {'model': config.model.name, 'weights': 'int8', 'activations': 'int8 dynamic', 'bytes': int8_bytes,
+       'test_accuracy': _accuracy(model, variables, batches, 'int8')},
+      {'model': config.model.name, 'weights': 'int8', 'activations': f'int8 static ({calibration_batches} batches)',
+       'bytes': int8_bytes, 'test_accuracy': _accuracy(model, variables, batches, 'int8', calibrator.calibration)},
+  ]
+
+
+def quantization_markdown(rows: list[dict]) -> str:
+  """The quantization rows as a markdown table."""
+  lines = ['| model | weights | activations | size | test accuracy |', '|---|---|---|---|---|']
+  lines += [f'| {r["model"]} | {r["weights"]} | {r["activations"]} | {r["bytes"]:,} B | '
+            f'{100 * r["test_accuracy"]:.2f}% |' for r in rows]
   return '\n'.join(lines) + '\n'

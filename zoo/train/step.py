@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from zoo.compress import quantization
 from zoo.errors import ConfigError
 from zoo.train.state import TrainState
 
@@ -159,4 +160,15 @@ def compile_steps(task, tx, schedule, strategy, config: ml_collections.ConfigDic
   train = functools.partial(train_step, task=task, tx=tx, schedule=schedule, axis_name=strategy.axis_name,
                             microbatches=microbatches, compute_dtype=compute_dtype)
   evaluate = functools.partial(eval_step, task=task, compute_dtype=compute_dtype)
+  if config.get('quantization', {}).get('aware_training'):
+    train, evaluate = _fake_quantized(train), _fake_quantized(evaluate)
   return strategy.compile(train, evaluate, compiler_options(config.get('cpu_compiler_options'), strategy.mesh.size))
+
+
+def _fake_quantized(step_fn: Callable) -> Callable:
+  """step_fn traced with every Dense/Conv fake-quantized to int8 (quantization-aware training)."""
+  @functools.wraps(step_fn)
+  def wrapped(*args):
+    with quantization.quantized('fake'):
+      return step_fn(*args)
+  return wrapped
