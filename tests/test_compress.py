@@ -1,9 +1,10 @@
-"""Pruning: exact one-shot sparsities, and gradual pruning that keeps pruned weights at exactly zero."""
+"""Pruning (exact one-shot sparsities; gradual pruning keeps pruned weights at exactly zero) and distillation."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -76,3 +77,26 @@ def test_compress_launcher_measures_accuracy_against_sparsity(trained_run):
   assert rows[0]['test_accuracy'] != rows[1]['test_accuracy']  # pruning 90% changes the model
   table = markdown(rows)
   assert table.splitlines()[0].startswith('| model | scope | sparsity') and '| cnn | global | 90.0% |' in table
+
+
+def test_distillation_loss_mixes_soft_teacher_targets_and_labels(trained_run, mnist_config):
+  config = mnist_config.copy_and_resolve_references()
+  config.task = ml_collections.ConfigDict(dict(name='distillation', teacher_workdir=str(trained_run),
+                                               temperature=2.0, alpha=0.5))
+  experiment = build_experiment(config, None)
+  batch = next(experiment.pipeline.train_iterator())
+  _, teacher_variables = experiment.task.teacher
+  rng = jax.random.PRNGKey(0)
+  loss_fn = jax.jit(lambda params: experiment.task.loss(params, {}, batch, rng, train=False))
+  # The student is a copy of the teacher: nothing left to learn from the soft targets.
+  loss, (metrics, _) = loss_fn(teacher_variables['params'])
+  assert float(metrics['soft_loss']) == pytest.approx(0.0, abs=1e-6)
+  assert float(loss) == pytest.approx(0.5 * float(metrics['hard_loss']), rel=1e-6)
+  # A fresh student: the soft term is positive and the loss is the stated mix.
+  loss, (metrics, _) = loss_fn(experiment.state.params)
+  assert float(metrics['soft_loss']) > 1e-6
+  assert float(loss) == pytest.approx(0.5 * 4.0 * float(metrics['soft_loss']) + 0.5 * float(metrics['hard_loss']),
+                                      rel=1e-5)
+  config.task.teacher_workdir = str(trained_run / 'missing')
+  with pytest.raises(ConfigError, match='holds no zoo run'):
+    build_experiment(config, None)

@@ -7,11 +7,13 @@ import ml_collections
 
 from zoo.registry import construct
 from zoo.tasks.classification import Classification
+from zoo.tasks.distillation import Distillation
 from zoo.tasks.language_model import LanguageModel
 from zoo.tasks.vae import VariationalAutoencoder
 
 TASKS = {
     'classification': Classification,
+    'distillation': Distillation,
     'language_model': LanguageModel,
     'vae': VariationalAutoencoder,
 }
@@ -22,4 +24,4 @@ def build(config: ml_collections.ConfigDict, model: nn.Module):
   return construct(TASKS, config, 'task', model=model)
 
 
-__all__ = ['Classification', 'LanguageModel', 'TASKS', 'VariationalAutoencoder', 'build']
+__all__ = ['Classification', 'Distillation', 'LanguageModel', 'TASKS', 'VariationalAutoencoder', 'build']

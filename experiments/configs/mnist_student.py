@@ -1,0 +1,27 @@
+"""MNIST, a small MLP student 784-64-10, trained alone or distilled from the mnist_cnn run.
+
+  --config=experiments/configs/mnist_student.py            # alone (labels only)
+  --config=experiments/configs/mnist_student.py:distilled  # from runs/results/mnist_cnn (T=4, alpha=0.9)
+
+The teacher is config.task.teacher_workdir: train it first with
+`python experiments/results.py --rows=mnist_cnn` (or point it at any mnist classifier run).
+"""
+
+import ml_collections
+
+from zoo.config import default_config
+
+
+def get_config(mode: str = 'alone') -> ml_collections.ConfigDict:
+  if mode not in ('alone', 'distilled'):
+    raise ValueError(f"mnist_student.py takes ':alone' or ':distilled', not {mode!r}.")
+  config = default_config()
+  config.model = ml_collections.ConfigDict(dict(name='mlp', num_classes=10, widths=(64,), activation='relu'))
+  if mode == 'distilled':
+    config.task = ml_collections.ConfigDict(dict(
+        name='distillation', teacher_workdir='runs/results/mnist_cnn', temperature=4.0, alpha=0.9))
+  config.optimizer.update(dict(name='adam', learning_rate=1e-3, schedule='warmup_cosine', warmup_steps=100))
+  config.num_epochs = 5
+  config.eval_every = 469
+  config.checkpoint.every = 469
+  return config
