@@ -1,15 +1,19 @@
-"""What compression costs a trained run: test metrics after one-shot pruning or int8 quantization."""
+"""What compression costs or buys a trained run: test metrics after one-shot pruning or int8
+quantization, and a small student trained with and without the run as its teacher."""
 
 from __future__ import annotations
 
 import contextlib
+import pathlib
 
 import jax
+import ml_collections
 import numpy as np
 
 from zoo.compress import pruning, quantization
 from zoo.errors import ConfigError
-from zoo.train.loop import evaluate_state, load_run
+from zoo.train.checkpoint import load_state
+from zoo.train.loop import evaluate_state, load_run, train_and_evaluate
 
 
 def prune_and_evaluate(workdir: str, sparsities: list[float], scope: str, raw_data_dir: str | None = None) -> list[dict]:
@@ -86,4 +90,33 @@ def quantization_markdown(rows: list[dict]) -> str:
   lines = ['| model | weights | activations | size | test accuracy |', '|---|---|---|---|---|']
   lines += [f'| {r["model"]} | {r["weights"]} | {r["activations"]} | {r["bytes"]:,} B | '
             f'{100 * r["test_accuracy"]:.2f}% |' for r in rows]
+  return '\n'.join(lines) + '\n'
+
+
+def distill_and_compare(teacher_workdir: str, student: ml_collections.ConfigDict, out: pathlib.Path, *,
+                        temperature: float = 4.0, alpha: float = 0.9, raw_data_dir: str | None = None) -> list[dict]:
+  """Trains the `student` config twice with the same seed, on the labels alone and distilled from the
+  teacher run, in out/student_alone and out/student_distilled (resumable); one row each."""
+  rows = []
+  for mode in ('alone', 'distilled'):
+    config = student.copy_and_resolve_references()
+    if mode == 'distilled':
+      config.task = ml_collections.ConfigDict(dict(name='distillation', teacher_workdir=str(teacher_workdir),
+                                                   temperature=temperature, alpha=alpha))
+    result = train_and_evaluate(config, str(out / f'student_{mode}'), raw_data_dir=raw_data_dir)
+    rows.append({'student': config.model.name, 'params': _param_count(out / f'student_{mode}'), 'training': mode,
+                 'teacher': str(teacher_workdir) if mode == 'distilled' else None, 'steps': result['step'],
+                 'test_accuracy': result['accuracy'], 'test_loss': result['loss']})
+  return rows
+
+
+def _param_count(workdir: pathlib.Path) -> int:
+  return int(sum(leaf.size for leaf in jax.tree.leaves(load_state(workdir)['params'])))
+
+
+def distillation_markdown(rows: list[dict]) -> str:
+  """The distillation rows as a markdown table."""
+  lines = ['| student | params | training | steps | test accuracy |', '|---|---|---|---|---|']
+  lines += [f'| {r["student"]} | {r["params"]:,} | {"distilled from " + r["teacher"] if r["teacher"] else "labels only"} '
+            f'| {r["steps"]} | {100 * r["test_accuracy"]:.2f}% |' for r in rows]
   return '\n'.join(lines) + '\n'
