@@ -159,11 +159,13 @@ def test_cnn_same_run_on_1_device_8_data_fsdp_2x4_and_pmap(tfds_dir):
   assert memory['fsdp'] < memory['data'] / 4 and memory['fsdp_tensor'] < memory['data'] / 4, memory
 
 
-def test_transformer_same_run_on_1_device_8_data_fsdp_2x4_and_pmap(tfds_dir):
+def test_transformer_same_run_on_1_device_8_data_fsdp_2x4_and_pmap(tfds_dir, tmp_path):
+  for split, source in (('train', 'train'), ('validation', 'dev')):  # the first 2000 real SST-2 sentences
+    lines = (RAW_DATA_DIR / 'sst2' / f'{source}.tsv').read_text().splitlines()[:2001]
+    (tmp_path / f'{split}.tsv').write_text('\n'.join(lines) + '\n')
   report = _parallel_check('sst2_transformer', tfds_dir, 'single,data,fsdp,fsdp_tensor,pmap',
-                           'model.dropout_rate=0.0', 'data.vocab_size=2000', 'model.vocab_size=2000',
-                           'data.batch_size=32', 'model.d_model=64', 'model.d_ff=128', 'data.max_length=32',
-                           'model.max_len=32')
+                           "data.name='tsv'", f"data.tsv_dir='{tmp_path}'", 'model.dropout_rate=0.0',
+                           'data.vocab_size=2000', 'model.vocab_size=2000', 'data.batch_size=32')
   _assert_same_run(report, TOLERANCE)
   params = report['layouts']['fsdp_tensor']['params']
   block = "['EncoderBlock_0']"
@@ -175,7 +177,8 @@ def test_transformer_same_run_on_1_device_8_data_fsdp_2x4_and_pmap(tfds_dir):
 
 def test_bf16_and_accumulation_work_under_every_strategy(tfds_dir):
   report = _parallel_check('mnist_cnn', tfds_dir, 'single,fsdp_tensor_accum4,pmap_accum4',
-                           "compute_dtype='bfloat16'", 'data.batch_size=64')
+                           "compute_dtype='bfloat16'", 'data.batch_size=64', 'model.features=(8, 16)',
+                           'model.hidden=32')
   _assert_same_run(report, 1e-2)  # bf16: other reduction orders round differently
   losses = report['layouts']['single']['losses']
   assert losses[-1] < losses[0]

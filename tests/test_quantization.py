@@ -42,9 +42,9 @@ def test_int8_path_equals_the_dequantized_f32_reference():
   np.testing.assert_allclose(y, reference, rtol=1e-5, atol=1e-6)
 
   model, variables, x = _cnn_and_input()
-  f32 = model.apply(variables, x, train=False)
-  with quantization.quantized('int8') as quantizer:
-    int8 = model.apply(variables, x, train=False)
+  f32 = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x)
+  with quantization.quantized('int8') as quantizer:  # a new function: jit would reuse the f32 trace of the old one
+    int8 = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x)
   assert quantizer.quantized_paths == {'Conv_0', 'Conv_1', 'Dense_0', 'Dense_1'}
   assert 0 < np.abs(int8 - f32).max() < 0.05 * np.abs(f32).max()  # close to f32, but really quantized
 
@@ -70,7 +70,7 @@ def test_fake_quantization_passes_gradients_straight_through():
   model, variables, x = _cnn_and_input()
   loss = lambda params: jnp.square(model.apply({"params": params}, x, train=False)).mean()
   with quantization.quantized('fake'):
-    grads = jax.grad(loss)(variables['params'])
+    grads = jax.jit(jax.grad(loss))(variables['params'])
   norms = {name: float(jnp.linalg.norm(g['kernel'])) for name, g in grads.items()}
   assert all(np.isfinite(n) and n > 0 for n in norms.values()), norms
 
@@ -81,7 +81,7 @@ def test_unsupported_layers_are_listed():
   tokens = jnp.ones((2, 8), jnp.int32)
   variables = model.init(jax.random.PRNGKey(0), tokens, train=False)
   with quantization.quantized('int8') as quantizer:
-    model.apply(variables, tokens, train=False)
+    jax.jit(lambda v: model.apply(v, tokens, train=False))(variables)
   with pytest.raises(ConfigError, match='supports nn.Dense and nn.Conv only.*Embed_0/embedding.*query/kernel'):
     quantization.check_supported(variables['params'], quantizer.quantized_paths)
 

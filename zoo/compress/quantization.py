@@ -118,6 +118,8 @@ def quantized(mode: str, calibration: dict[str, Any] | None = None):
   when `calibration` is given, else dynamic); 'fake': float compute with
   fake-quantized weights and activations (for QAT, gradients pass straight
   through); 'calibrate': float compute, records each layer's max|input|.
+  The interception happens at trace time: jit a function inside the block
+  that was not traced outside it (jax.jit caches traces per function).
   """
   if mode not in MODES:
     raise ConfigError(f'Quantization mode {mode!r}; use one of: {", ".join(MODES)}.')
