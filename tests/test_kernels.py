@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from zoo.kernels import recurrence
+from zoo.kernels import pallas_recurrence, recurrence
 
 
 def _recurrence_inputs(cell: str, dtype, length=7, batch=5, hidden=8, seed=0):
@@ -121,15 +121,16 @@ def test_attention_dispatch_says_what_it_picks_and_why():
   assert chosen == 'xla' and 'TF32' in reason
   assert attention.choose(jnp.zeros((2, 64, 4, 256), jnp.bfloat16), backend='gpu')[0] == 'xla'
   assert attention.pallas_unsupported(jnp.zeros((2, 60, 4, 64))).startswith('sequence length 60')
+  assert attention.hopper_unsupported(jnp.zeros((2, 128, 4, 64), jnp.float16)) == 'not a Hopper GPU'
   with pytest.raises(ValueError, match='xla, cudnn, pallas, auto'):
     attention.dot_product_attention(q32, q32, q32, implementation='flash')
 
 
-def test_pallas_recurrence_is_refused_on_gpu_until_it_passes_there(monkeypatch):
+def test_auto_recurrence_is_fused_everywhere_and_pallas_needs_two_hidden_tiles(monkeypatch):
   monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
-  monkeypatch.delenv('ZOO_EXPERIMENTAL_PALLAS_RECURRENCE', raising=False)
-  with pytest.raises(ValueError, match='use implementation "fused"'):
-    recurrence.resolve('pallas')
   assert recurrence.resolve('auto') == 'fused'
-  monkeypatch.setenv('ZOO_EXPERIMENTAL_PALLAS_RECURRENCE', '1')
   assert recurrence.resolve('pallas') == 'pallas'
+  assert pallas_recurrence.tile_size(64) == 32 and pallas_recurrence.tile_size(1024) == 64
+  assert 'not a multiple of 16 of at least 32' in pallas_recurrence.unsupported_reason(16)
+  with pytest.raises(ValueError, match='use implementation "fused"'):
+    pallas_recurrence.recurrence('lstm', *[jnp.zeros(s) for s in ((3, 2, 64), (3, 2, 1), (16, 64), (64,))])

@@ -113,6 +113,17 @@ def test_sinusoidal_table_matches_the_formula():
       assert table[position, 2 * i + 1] == pytest.approx(np.cos(angle), abs=1e-6)
 
 
+def test_transformer_with_bf16_params_multiplies_in_bf16():
+  """Mixed precision casts the params to bf16; no f32 constant may silently promote the activations back."""
+  model = build(name='transformer', vocab_size=50, max_len=16, d_model=32, num_heads=2, num_layers=1, d_ff=64,
+                num_classes=2)
+  x = tokens(length=16)
+  variables = jax.tree.map(lambda p: p.astype(jnp.bfloat16), model.init(RNGS, x, train=False))
+  jaxpr = jax.make_jaxpr(lambda v: model.apply(v, x, train=False))(variables)
+  dots = [eqn for eqn in jaxpr.jaxpr.eqns if eqn.primitive.name == 'dot_general']
+  assert dots and all(var.aval.dtype == jnp.bfloat16 for eqn in dots for var in eqn.invars), dots
+
+
 def test_causal_mask_blocks_the_future():
   model = build(name='transformer', vocab_size=50, max_len=16, d_model=32, num_heads=4, num_layers=2, d_ff=64,
                 causal=True, head='lm')

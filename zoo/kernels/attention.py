@@ -3,11 +3,14 @@
 `implementation` picks the kernel:
   'xla'    the jnp reference below: softmax(q k^T / sqrt(d), masked) v, softmax in f32.
   'cudnn'  jax.nn.dot_product_attention's cuDNN flash attention (NVIDIA GPUs, f16/bf16).
-  'pallas' the Pallas flash attention JAX ships for GPUs (jax.experimental.pallas.ops.gpu
-           .attention.mha, forward and backward kernels); interpret mode off GPU.
+  'pallas' the Pallas flash attentions JAX ships for GPUs, forward and backward kernels:
+           on Hopper (H100/H200), for float16 without masks, the Mosaic GPU
+           FlashAttention-3 kernel (pallas.ops.gpu.attention_mgpu: wgmma, TMA, warp
+           specialisation); otherwise the Triton one (pallas.ops.gpu.attention.mha, which takes
+           padding and causal masks); interpret mode of the Triton kernel off GPU.
   'auto'   per backend, shape and dtype (see `choose`), falling back to 'xla' with a logged reason;
-           'pallas' is never picked automatically: on H100 it is 1.4-3.7x slower than cuDNN
-           (benchmarks/README.md) and its f32 path uses TF32.
+           'pallas' is never picked automatically: on an H100 the Triton kernel is 1.4-3.7x and
+           FA3 1.1-1.5x slower than cuDNN (benchmarks/README.md), and the f32 path uses TF32.
 
 Masks: `key_valid` marks real (non-padding) keys; `causal` lets query i see keys <= i.
 Outputs at padded query positions are unspecified (kernels differ there); real
@@ -60,9 +63,46 @@ def cudnn_attention(query, key, value, key_valid=None, causal=False):
   return jax.nn.dot_product_attention(query, key, value, mask=mask, is_causal=causal, implementation='cudnn')
 
 
+# Mosaic GPU FlashAttention-3 tiles per head dim: forward (block_q per warpgroup, two
+# warpgroups per program; block_kv; TMA pipeline depth) and backward (dk/dv and dq passes).
+HOPPER_TUNING = {
+    64: dict(block_q=64, block_kv=128, max_concurrent_steps=2,
+             block_q_dkv=64, block_kv_dkv=64, block_q_dq=64, block_kv_dq=64),
+    128: dict(block_q=64, block_kv=128, max_concurrent_steps=2,
+              block_q_dkv=64, block_kv_dkv=64, block_q_dq=64, block_kv_dq=64),
+}
+
+
+def hopper_unsupported(query, key_valid=None, causal=False) -> str | None:
+  """Why the Mosaic GPU (Hopper) kernel cannot take this call, or None when it can."""
+  device = jax.devices()[0]
+  if jax.default_backend() != 'gpu' or not str(getattr(device, 'compute_capability', '')).startswith('9'):
+    return 'not a Hopper GPU'
+  if query.dtype != jnp.float16:
+    return f'{query.dtype} (the kernel\'s backward pass takes float16 only, as of jax 0.11)'
+  if key_valid is not None or causal:
+    return 'masks (the kernel has no padding mask and no causal backward pass)'
+  tuning = HOPPER_TUNING.get(query.shape[-1])
+  if tuning is None:
+    return f'head dim {query.shape[-1]} (tuned for {sorted(HOPPER_TUNING)})'
+  blocks = [2 * tuning['block_q'], tuning['block_kv'], tuning['block_q_dkv'], tuning['block_kv_dkv']]
+  if any(query.shape[1] % block for block in blocks):
+    return f'sequence length {query.shape[1]} is not a multiple of {max(blocks)}'
+  return None
+
+
+def hopper_attention(query, key, value):
+  """Mosaic GPU FlashAttention-3 (no masks); q is pre-scaled, the kernel applies no 1/sqrt(d)."""
+  from jax.experimental.pallas.ops.gpu import attention_mgpu  # pylint: disable=import-outside-toplevel
+  config = attention_mgpu.TuningConfig(**HOPPER_TUNING[query.shape[-1]])
+  return attention_mgpu.attention(query * jnp.asarray(query.shape[-1] ** -0.5, query.dtype), key, value, config)
+
+
 def pallas_attention(query, key, value, key_valid=None, causal=False):
-  """JAX's Pallas flash attention for GPUs; padding as segment ids (real keys 1, padding 0)."""
+  """JAX's Pallas flash attention for GPUs: FA3 on Hopper where it fits, else Triton with padding as segment ids."""
   from jax.experimental.pallas.ops.gpu import attention  # pylint: disable=import-outside-toplevel
+  if hopper_unsupported(query, key_valid, causal) is None:
+    return hopper_attention(query, key, value)
   reason = pallas_unsupported(query)
   if reason is not None:
     raise ValueError(f'Pallas attention cannot take this input: {reason}; use implementation "xla" or "auto".')

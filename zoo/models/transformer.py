@@ -120,8 +120,9 @@ class TransformerEncoder(nn.Module):
                        "pooling 'mean' or 'cls'.")
     embed = nn.Embed(self.vocab_size, self.d_model,
                      embedding_init=nn.with_logical_partitioning(nn.initializers.normal(1.0), ('vocab', 'embed')))
-    x = embed(tokens) * jnp.sqrt(self.d_model).astype(jnp.float32)
-    x = x + sinusoidal_positions(self.max_len, self.d_model)[None, :length]
+    x = embed(tokens)  # in the params' dtype: f32, or bf16 under config.compute_dtype
+    positions = sinusoidal_positions(self.max_len, self.d_model)[None, :length]
+    x = x * jnp.asarray(np.sqrt(self.d_model), x.dtype) + jnp.asarray(positions, x.dtype)
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     real = tokens != self.pad_id
     for _ in range(self.num_layers):

@@ -15,7 +15,6 @@ import optax
 from zoo import models
 from zoo.errors import ConfigError
 from zoo.tasks.classification import Batch, Classification, Params
-from zoo.train.checkpoint import load_state
 
 
 def load_teacher(workdir: str) -> tuple[Any, dict]:
@@ -25,6 +24,7 @@ def load_teacher(workdir: str) -> tuple[Any, dict]:
     raise ConfigError(f'config.task.teacher_workdir={workdir!r} holds no zoo run (no config.json); '
                       'train the teacher first, e.g. experiments/train.py --config=experiments/configs/mnist_cnn.py.')
   config = ml_collections.ConfigDict(json.loads((path / 'config.json').read_text()))
+  from zoo.train.checkpoint import load_state  # pylint: disable=import-outside-toplevel  (keeps zoo.tasks free of the data stack)
   try:
     saved = load_state(path)
   except FileNotFoundError as error:
