@@ -11,7 +11,7 @@ train: $(STAMP)
 	$(PY) experiments/train.py --config=experiments/configs/mnist_cnn.py --workdir=runs/mnist_cnn
 
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadgroup
 
 $(STAMP): requirements.txt requirements-test.txt setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import pathlib
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+# One persistent XLA compilation cache for the test workers and every process they start (before
+# JAX is imported): dozens of tests and launcher subprocesses compile the same train steps. Entries
+# are keyed by program, options and versions, so a hit runs the very executable a miss would build.
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', str(REPO / '.pytest_cache' / 'jax_compilation_cache'))
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
 
 import ml_collections
 import pytest
@@ -11,7 +20,6 @@ import pytest
 from zoo.data import prepare
 from zoo.train.loop import train_and_evaluate
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 RAW_DATA_DIR = REPO.parent / 'shared' / 'data'
 
 

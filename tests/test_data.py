@@ -156,11 +156,12 @@ def fashion_mnist_server(monkeypatch):
   server.shutdown()
 
 
-def test_download_road_goes_through_tfds_and_builds_the_same_dataset(tmp_path, no_default_raw_dirs,
+@pytest.mark.xdist_group('datasets')  # shares the session's prepared datasets with test_zoo_learning.py
+def test_download_road_goes_through_tfds_and_builds_the_same_dataset(tmp_path, tfds_dir, no_default_raw_dirs,
                                                                    fashion_mnist_server):
   downloaded = prepare('fashion_mnist', raw_data_dir=str(tmp_path / 'none'), tfds_dir=str(tmp_path / 'online'))
   assert len(fashion_mnist_server) == 4
-  offline = prepare('fashion_mnist', raw_data_dir=str(RAW_DATA_DIR), tfds_dir=str(tmp_path / 'offline'))
+  offline = prepare('fashion_mnist', raw_data_dir=str(RAW_DATA_DIR), tfds_dir=tfds_dir)
   assert downloaded.info.features.to_json() == offline.info.features.to_json()
   for split in ('train', 'test'):
     assert downloaded.info.splits[split].num_examples == offline.info.splits[split].num_examples
@@ -170,9 +171,9 @@ def test_download_road_goes_through_tfds_and_builds_the_same_dataset(tmp_path, n
     assert online_test[index]['label'] == offline_test[index]['label']
 
 
-def test_other_datasets_prepare_offline_with_tfds_splits(tmp_path, no_default_raw_dirs):
+@pytest.mark.xdist_group('datasets')
+def test_other_datasets_prepare_offline_with_tfds_splits(tfds_dir, no_default_raw_dirs):
   import scipy.io
-  tfds_dir = str(tmp_path / 'tfds')
   shakespeare = prepare('tiny_shakespeare', raw_data_dir=str(RAW_DATA_DIR), tfds_dir=tfds_dir, allow_download=False)
   text = (RAW_DATA_DIR / 'tinyshakespeare' / 'input.txt').read_text()
   pieces = [shakespeare.as_data_source(split)[0]['text'].decode() for split in ('train', 'validation', 'test')]

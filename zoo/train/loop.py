@@ -212,6 +212,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   policy = config.get('nonfinite', 'stop')
   pending, window_start = [], time.time()
   step = start_step
+  evaluated_at = None  # (step, eval metrics): the final test reuses them when both splits are one
   try:
     with PreemptionWatcher() as watcher:
       while step < total_steps:
@@ -236,6 +237,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
           eval_metrics = evaluate(eval_step, state, pipeline, config.data.eval_split,
                                   config.data.eval_batch_size, strategy)
           writer.write(step, 'eval', eval_metrics)
+          evaluated_at = step, eval_metrics
           saved_metrics.update({f'eval_{k}': v for k, v in eval_metrics.items()})
         if save_now:
           checkpointer.save(step, strategy.canonical_state(state), train_iterator, config_dict, saved_metrics)
@@ -243,8 +245,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
           checkpointer.wait()
           return {'preempted': True, 'step': step, 'checkpoint': str(checkpointer.directory / str(step)),
                   'wall_s': time.time() - started}
-    test_metrics = evaluate(eval_step, state, pipeline, config.data.test_split, config.data.eval_batch_size,
-                            strategy)
+    if config.data.test_split == config.data.eval_split and evaluated_at and evaluated_at[0] == step:
+      test_metrics = evaluated_at[1]
+    else:
+      test_metrics = evaluate(eval_step, state, pipeline, config.data.test_split, config.data.eval_batch_size,
+                              strategy)
     writer.write(step, 'test', test_metrics)
   finally:
     progress.close()
