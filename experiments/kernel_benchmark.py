@@ -120,7 +120,8 @@ def checks() -> None:
         forward = jax.jit(lambda *args, i=implementation: recurrence.recurrence(cell, *args, implementation=i))
         got_forward = forward(inputs[0], inputs[1], *inputs[2:])
         got = recurrence_grad(cell, implementation, inputs[1])(inputs[0], *inputs[2:])
-        emit({'check': f'{cell}_{implementation}', 'dtype': dtype, 'H': hidden, 'max_rel_error': max_relative_error(want, got),
+        emit({'check': f'{cell}_{implementation}', 'dtype': dtype, 'H': hidden,
+              'max_rel_error': max_relative_error(want, got),
               'forward_rel_error': max_relative_error(want_forward, got_forward),
               'first_bad_step': first_bad_step(want_forward[0], got_forward[0])})
       except Exception as error:  # pylint: disable=broad-except
@@ -164,27 +165,15 @@ def attention_benchmarks() -> None:
       q, k, v, _ = attention_inputs(_ATTENTION_DTYPE.value, batch, length, heads, head_dim)
       flops = 4 * batch * heads * length * length * head_dim * 3.5  # forward 2 matmuls, backward 5
       for implementation in ('xla', 'cudnn', 'pallas'):
-        tunings = HOPPER_SWEEP if implementation == 'pallas' and not attention.hopper_unsupported(q) else [None]
-        for tuning in tunings:
-          if tuning is not None:
-            attention.HOPPER_TUNING[head_dim] = tuning
-          route = attention.hopper_unsupported(q) or 'hopper' if implementation == 'pallas' else None
-          try:
-            ms = median_ms(attention_grad(implementation, None, False), q, k, v)
-            emit({'bench': 'attention_fwd_bwd', 'implementation': implementation, 'route': route, 'tuning': tuning,
-                  'T': length, 'd': head_dim, 'batch': batch, 'heads': heads, 'dtype': _ATTENTION_DTYPE.value,
-                  'ms': round(ms, 3), 'tflops': round(flops / ms / 1e9, 1)})
-          except Exception as error:  # pylint: disable=broad-except
-            emit({'bench': 'attention_fwd_bwd', 'implementation': implementation, 'route': route, 'tuning': tuning,
-                  'T': length, 'd': head_dim, 'error': repr(error)[:300]})
-
-
-# FA3 tile choices tried by the benchmark (the first is zoo's default); `tuning` in each row says which ran.
-HOPPER_SWEEP = [
-    dict(attention.HOPPER_TUNING[64]),
-    dict(block_q=64, block_kv=128, max_concurrent_steps=2,
-         block_q_dkv=64, block_kv_dkv=128, block_q_dq=64, block_kv_dq=128),
-]
+        route = (attention.hopper_unsupported(q) or 'hopper') if implementation == 'pallas' else None
+        try:
+          ms = median_ms(attention_grad(implementation, None, False), q, k, v)
+          emit({'bench': 'attention_fwd_bwd', 'implementation': implementation, 'route': route, 'T': length,
+                'd': head_dim, 'batch': batch, 'heads': heads, 'dtype': _ATTENTION_DTYPE.value,
+                'ms': round(ms, 3), 'tflops': round(flops / ms / 1e9, 1)})
+        except Exception as error:  # pylint: disable=broad-except
+          emit({'bench': 'attention_fwd_bwd', 'implementation': implementation, 'route': route, 'T': length,
+                'd': head_dim, 'error': repr(error)[:300]})
 
 
 def recurrence_benchmarks() -> None:
@@ -256,9 +245,11 @@ def transformer_benchmarks() -> None:
         ms = float(np.median(times) * 1e3)
         flops = transformer_flops(d_model, layers, d_ff, length, batch, vocab, classes)
         # MFU for bf16 only: XLA runs f32 matmuls on GPUs in TF32 by default, so no f32 peak applies.
-        peak = benchmarking.peak_flops(jax.devices()[0].device_kind, 'bfloat16') if compute_dtype == 'bfloat16' else None
-        emit({'bench': 'transformer_train_step', 'size': name, 'attention': attention_kind, 'd_model': d_model, 'heads': heads, 'layers': layers,
-              'd_ff': d_ff, 'T': length, 'batch': batch, 'compute_dtype': compute_dtype, 'compile_s': round(compile_s, 1),
+        peak = (benchmarking.peak_flops(jax.devices()[0].device_kind, 'bfloat16')
+                if compute_dtype == 'bfloat16' else None)
+        emit({'bench': 'transformer_train_step', 'size': name, 'attention': attention_kind, 'd_model': d_model,
+              'heads': heads, 'layers': layers, 'd_ff': d_ff, 'T': length, 'batch': batch,
+              'compute_dtype': compute_dtype, 'compile_s': round(compile_s, 1),
               'ms': round(ms, 3), 'tokens_per_s': round(batch * length / ms * 1e3),
               'xla_flops': benchmarking.compiled_costs(compiled)['flops_per_step'], 'analytic_flops': flops,
               'tflops': round(flops / ms / 1e9, 1), 'mfu': round(flops / ms * 1e3 / peak, 3) if peak else None,

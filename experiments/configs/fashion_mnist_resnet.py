@@ -1,4 +1,4 @@
-"""Fashion-MNIST, a small ResNet (3 stages of 2 basic blocks, 32-64-128) (target >= 93.0%)."""
+"""Fashion-MNIST, a small ResNet (3 stages of 2 basic blocks, 16-32-64) (target >= 93.0%)."""
 
 import ml_collections
 
@@ -9,7 +9,7 @@ def get_config() -> ml_collections.ConfigDict:
   config = default_config('fashion_mnist')
   config.data.augment.update(dict(translate=2, flip=True))
   config.model = ml_collections.ConfigDict(dict(
-      name='resnet', num_classes=10, stage_sizes=(2, 2, 2), widths=(32, 64, 128)))
+      name='resnet', num_classes=10, stage_sizes=(2, 2, 2), widths=(16, 32, 64)))  # 32-64-128: ~10x the CPU time
   config.task = ml_collections.ConfigDict(dict(name='classification', label_smoothing=0.1))
   config.optimizer.update(dict(name='nesterov', learning_rate=0.1, momentum=0.9, schedule='warmup_cosine',
                                warmup_steps=500, weight_decay=5e-4))
