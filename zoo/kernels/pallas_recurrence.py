@@ -65,11 +65,6 @@ def _dot(a, b, *, trans_b=False):
   return jnp.dot(a, b.T if trans_b else b, precision=precision, preferred_element_type=jnp.float32)
 
 
-def _state(ref, t, start, size):
-  """ref[t, :, start:start+size] of a state buffer written earlier in this kernel."""
-  return ref[t, :, pl.ds(start, size)]
-
-
 def _cols(ref, t, start, size):
   """ref[t, :, start:start+size] as f32."""
   return ref[t, :, pl.ds(start, size)].astype(jnp.float32)
@@ -78,7 +73,7 @@ def _cols(ref, t, start, size):
 def _recurrent_tiles(h_states, w_ref, t, column, hidden, gates, tile):
   """[sum_k h_t[:, k] W[k, g*H + column]] for each gate g: `gates` f32[bb, tile] tiles."""
   def accumulate(k, acc):
-    h = _state(h_states, t, k * tile, tile).astype(w_ref.dtype)
+    h = h_states[t, :, pl.ds(k * tile, tile)].astype(w_ref.dtype)
     return tuple(a + _dot(h, w_ref[pl.ds(k * tile, tile), pl.ds(g * hidden + column, tile)])
                  for g, a in enumerate(acc))
   zeros = tuple(jnp.zeros((h_states.shape[1], tile), jnp.float32) for _ in range(gates))
@@ -106,11 +101,11 @@ def _forward_kernel(proj_ref, valid_ref, w_ref, b_ref, out_ref, h_states, c_stat
       rec = _recurrent_tiles(h_states, w_ref, t, column, hidden, gates, tile)
       zx = [_cols(proj_ref, t, g * hidden + column, tile) for g in range(gates)]
       bias = [b_ref[pl.ds(g * hidden + column, tile)].astype(jnp.float32)[None, :] for g in range(gates)]
-      h = _state(h_states, t, column, tile)
+      h = h_states[t, :, pl.ds(column, tile)]
       if cell == 'lstm':
         i, f, g, o = (jax.nn.sigmoid(zx[0] + rec[0] + bias[0]), jax.nn.sigmoid(zx[1] + rec[1] + bias[1]),
                       jnp.tanh(zx[2] + rec[2] + bias[2]), jax.nn.sigmoid(zx[3] + rec[3] + bias[3]))
-        c = _state(c_states, t, column, tile)
+        c = c_states[t, :, pl.ds(column, tile)]
         c_new = f * c + i * g
         h_new = o * jnp.tanh(c_new)
         c_states[t + 1, :, pl.ds(column, tile)] = jnp.where(keep, c_new, c)
@@ -154,11 +149,11 @@ def _backward_kernel(d_out_ref, valid_ref, w_ref, h_states, c_states, saved_ref,
     def gate_gradients(j, carry):  # phase A: dz_t and the state pass-through, per hidden tile
       column = j * tile
       s = [saved_ref[t, :, pl.ds(index * hidden + column, tile)] for index in range(4)]
-      dh = _state(dh_states, t + 1, column, tile)
+      dh = dh_states[t + 1, :, pl.ds(column, tile)]
       dh_new = jnp.where(keep, dh + _cols(d_out_ref, t, column, tile), 0.0)
       if cell == 'lstm':
         i, f, g, o = s
-        dc = _state(dc_states, t + 1, column, tile)
+        dc = dc_states[t + 1, :, pl.ds(column, tile)]
         c_prev = c_states[t, :, pl.ds(column, tile)]
         tanh_c = jnp.tanh(f * c_prev + i * g)
         dc_new = jnp.where(keep, dc, 0.0) + dh_new * o * (1 - tanh_c * tanh_c)
@@ -186,11 +181,11 @@ def _backward_kernel(d_out_ref, valid_ref, w_ref, h_states, c_states, saved_ref,
     def state_gradient(j, carry):  # phase B: dh_{t-1}[:, tile] += dz_t W[tile, :]^T
       column = j * tile
       def accumulate(k, acc):
-        dz = _state(dz_rec_ref, t, k * tile, tile).astype(w_ref.dtype)
+        dz = dz_rec_ref[t, :, pl.ds(k * tile, tile)].astype(w_ref.dtype)
         return acc + _dot(dz, w_ref[pl.ds(column, tile), pl.ds(k * tile, tile)], trans_b=True)
       acc = jax.lax.fori_loop(0, gates * hidden // tile, accumulate,
                               jnp.zeros((dh_states.shape[1], tile), jnp.float32))
-      dh_states[t, :, pl.ds(column, tile)] = _state(dh_states, t, column, tile) + acc
+      dh_states[t, :, pl.ds(column, tile)] = dh_states[t, :, pl.ds(column, tile)] + acc
       return carry
 
     jax.lax.fori_loop(0, tiles, state_gradient, 0)
