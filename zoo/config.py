@@ -37,6 +37,7 @@ def default_config(dataset: str = 'mnist') -> ml_collections.ConfigDict:
   checkpoint: interval, how many to keep (last N, best K by a metric).
   nonfinite: 'stop' or 'skip' on a non-finite loss or gradient.
   cpu_compiler_options: XLA options for the steps on the CPU backend (see zoo.train.step.compiler_options).
+  cpu_reuse_host_memory: on the CPU backend, keep freed step buffers in the heap (zoo.train.host_memory).
   """
   config = ml_collections.ConfigDict()
   config.seed = 0
@@ -63,6 +64,7 @@ def default_config(dataset: str = 'mnist') -> ml_collections.ConfigDict:
       every=1000, keep=3, keep_best=0, best_metric='eval_accuracy', best_mode='max', async_save=True))
   config.nonfinite = 'stop'
   config.cpu_compiler_options = {}
+  config.cpu_reuse_host_memory = True
   return config
 
 

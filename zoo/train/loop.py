@@ -24,6 +24,7 @@ from zoo.data.pipeline import Pipeline
 from zoo.errors import ConfigError, NonFiniteLossError
 from zoo.parallel import make_mesh, strategies
 from zoo.train import optim
+from zoo.train.host_memory import reuse_freed_host_memory
 from zoo.train import state as state_lib
 from zoo.train.checkpoint import Checkpointer, abstract_like, load_state
 from zoo.train.preemption import PreemptionWatcher
@@ -113,6 +114,8 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: pathlib.Path | 
   `devices` (default: all) are the devices the mesh spans.
   """
   mesh = make_mesh(config.mesh, devices)
+  if jax.default_backend() == 'cpu' and config.get('cpu_reuse_host_memory', True):
+    reuse_freed_host_memory()
   strategy_name = config.mesh.get('strategy', 'jit')
   strategies.check(strategy_name, mesh)
   step_options(config)
