@@ -9,6 +9,7 @@ import ml_collections
 import pytest
 
 from zoo import models
+from zoo.models.layers import Dropout
 
 
 def test_cnn_maps_images_to_logits_with_logically_named_params():
@@ -40,3 +41,23 @@ def test_unknown_model_or_option_names_the_fix():
     models.build(ml_collections.ConfigDict(dict(name='resnet9000')))
   with pytest.raises(ValueError, match=r"no option widht.*options are: .*features"):
     models.build(ml_collections.ConfigDict(dict(name='cnn', widht=3)))
+
+
+@pytest.mark.parametrize('rate, shape, dtype', [
+    (0.3, (64, 60, 130), jnp.float32),   # last axis not a multiple of 4
+    (0.5, (4096, 9), jnp.bfloat16),
+    (0.1, (256, 512), jnp.float32),
+    (0.001, (256, 512), jnp.float32),    # near 0: full-precision uniforms
+])
+def test_zoo_dropout_drops_its_rate_and_keeps_the_expectation(rate, shape, dtype):
+  layer = Dropout(rate)
+  x = jnp.ones(shape, dtype)
+  out = layer.apply({}, x, deterministic=False, rngs={'dropout': jax.random.key(3)})
+  assert out.shape == shape and out.dtype == dtype
+  dropped = float(jnp.mean(out == 0))
+  assert abs(dropped - rate) < 4 * (rate * (1 - rate) / x.size) ** 0.5 + 1 / 256
+  assert abs(float(jnp.mean(out.astype(jnp.float32))) - 1.0) < 0.02
+  again = layer.apply({}, x, deterministic=False, rngs={'dropout': jax.random.key(3)})
+  other = layer.apply({}, x, deterministic=False, rngs={'dropout': jax.random.key(4)})
+  assert jnp.array_equal(out, again) and not jnp.array_equal(out, other)
+  assert jnp.array_equal(layer.apply({}, x, deterministic=True), x)

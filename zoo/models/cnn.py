@@ -7,7 +7,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from zoo.models.layers import conv, dense
+from zoo.models.layers import Dropout, conv, dense
 
 
 class CNN(nn.Module):
@@ -39,5 +39,5 @@ class CNN(nn.Module):
       x = nn.avg_pool(x, window_shape=(2, 2), strides=(2, 2))
     x = x.reshape((x.shape[0], -1))
     x = nn.relu(dense(self.hidden, ('embed', 'mlp'))(x))
-    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    x = Dropout(self.dropout_rate, deterministic=not train)(x)
     return dense(self.num_classes, ('mlp', 'classes'))(x)

@@ -11,6 +11,8 @@ from typing import Callable, Sequence
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     'relu': nn.relu, 'gelu': nn.gelu, 'tanh': nn.tanh, 'silu': nn.silu, 'elu': nn.elu,
@@ -39,3 +41,40 @@ def conv(features: int, kernel_size: Sequence[int], name: str | None = None, **k
           nn.initializers.lecun_normal(), ('conv_height', 'conv_width', 'conv_in', 'conv_out')),
       bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ('conv_out',)),
       name=name, **kwargs)
+
+
+class Dropout(nn.Module):
+  """Inverted dropout whose masks cost a quarter of nn.Dropout's random bits (same rng stream, 'dropout').
+
+  nn.Dropout draws one 32-bit threefry word per element. Here each word gives
+  four 8-bit uniforms, so the keep probability is rounded to a multiple of
+  1/256 (rate 0.3 keeps 179/256 = 0.6992, rate 0.1 keeps 230/256); kept values
+  are scaled by the realized 256/179, so the expectation stays exact. On 2 CPU
+  cores a [64, 60, 512] mask, forward and backward, falls from 19 to 3.4 ms:
+  flax's dropout was a third of the Transformer's train step
+  (benchmarks/README.md). Rates within 1/512 of 0 or 1 use full 32-bit
+  uniforms instead. Words are drawn over the leading axes, so the masks are
+  the same however the batch is sharded.
+
+  Attributes:
+    rate: probability of dropping an element.
+    deterministic: if true, return the input unchanged (eval); may be given at call time instead.
+  """
+  rate: float
+  deterministic: bool | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, deterministic: bool | None = None) -> jax.Array:
+    """x: any float array -> same shape and dtype, elements dropped and the rest scaled (train)."""
+    if nn.merge_param('deterministic', self.deterministic, deterministic) or self.rate == 0.0:
+      return x
+    rng = self.make_rng('dropout')
+    keep_levels = round((1.0 - self.rate) * 256)
+    if keep_levels in (0, 256):
+      keep = jax.random.bernoulli(rng, 1.0 - self.rate, x.shape)
+      return jnp.where(keep, x / (1.0 - self.rate), jnp.zeros_like(x)) if self.rate < 1.0 else jnp.zeros_like(x)
+    words = -(-x.shape[-1] // 4)
+    bits = jax.random.bits(rng, (*x.shape[:-1], words), jnp.uint32)
+    uniform8 = jax.lax.bitcast_convert_type(bits, jnp.uint8).reshape(*x.shape[:-1], 4 * words)[..., :x.shape[-1]]
+    keep = uniform8 < np.uint8(keep_levels)
+    return jnp.where(keep, x * jnp.asarray(256 / keep_levels, x.dtype), jnp.zeros_like(x))

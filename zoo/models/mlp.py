@@ -7,7 +7,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from zoo.models.layers import ACTIVATIONS, dense, norm_param_init
+from zoo.models.layers import ACTIVATIONS, Dropout, dense, norm_param_init
 
 
 class MLP(nn.Module):
@@ -45,6 +45,6 @@ class MLP(nn.Module):
                          scale_init=norm_param_init(nn.initializers.ones, axes[1]),
                          bias_init=norm_param_init(nn.initializers.zeros, axes[1]))(x)
       x = ACTIVATIONS[self.activation](x)
-      x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+      x = Dropout(self.dropout_rate, deterministic=not train)(x)
       axes = axes[::-1]
     return dense(self.num_classes, (axes[0], 'classes'))(x)

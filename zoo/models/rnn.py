@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from zoo.kernels.recurrence import GATES, recurrence
-from zoo.models.layers import dense
+from zoo.models.layers import Dropout, dense
 
 
 
@@ -79,7 +79,7 @@ class RNNEncoder(nn.Module):
     """x: f32[B, T, D] -> (outputs f32[B, T, H*dirs], last states f32[B, H*dirs])."""
     for layer in range(self.num_layers):
       if layer:
-        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+        x = Dropout(self.dropout_rate, deterministic=not train)(x)
       directions = [RecurrentLayer(self.hidden, self.cell, implementation=self.implementation,
                                     name=f'layer{layer}_forward')(x, lengths)]
       if self.bidirectional:
@@ -117,10 +117,10 @@ class RNNClassifier(nn.Module):
     if tokens.ndim != 2:
       raise ValueError(f'RNNClassifier takes tokens i32[batch, length]; got shape {tokens.shape}.')
     lengths = (tokens != self.pad_id).sum(-1)
-    x = nn.Dropout(self.dropout_rate, deterministic=not train)(_embed(self.vocab_size, self.embed_dim)(tokens))
+    x = Dropout(self.dropout_rate, deterministic=not train)(_embed(self.vocab_size, self.embed_dim)(tokens))
     _, last = RNNEncoder(self.hidden, self.num_layers, self.cell, self.bidirectional,
                          self.dropout_rate, self.implementation)(x, lengths, train=train)
-    last = nn.Dropout(self.dropout_rate, deterministic=not train)(last)
+    last = Dropout(self.dropout_rate, deterministic=not train)(last)
     return dense(self.num_classes, ('mlp', 'classes'))(last)
 
 
@@ -143,8 +143,8 @@ class RNNLanguageModel(nn.Module):
     if tokens.ndim != 2:
       raise ValueError(f'RNNLanguageModel takes tokens i32[batch, length]; got shape {tokens.shape}.')
     lengths = jnp.full(tokens.shape[:1], tokens.shape[1])
-    x = nn.Dropout(self.dropout_rate, deterministic=not train)(_embed(self.vocab_size, self.embed_dim)(tokens))
+    x = Dropout(self.dropout_rate, deterministic=not train)(_embed(self.vocab_size, self.embed_dim)(tokens))
     outputs, _ = RNNEncoder(self.hidden, self.num_layers, self.cell, False, self.dropout_rate,
                             self.implementation)(x, lengths, train=train)
-    outputs = nn.Dropout(self.dropout_rate, deterministic=not train)(outputs)
+    outputs = Dropout(self.dropout_rate, deterministic=not train)(outputs)
     return dense(self.vocab_size, ('mlp', 'vocab'))(outputs)

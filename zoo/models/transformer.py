@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from zoo.kernels.attention import attention_weights, dot_product_attention
-from zoo.models.layers import dense, norm_param_init
+from zoo.models.layers import Dropout, dense, norm_param_init
 
 
 def sinusoidal_positions(length: int, dim: int) -> np.ndarray:
@@ -57,7 +57,7 @@ class MultiHeadSelfAttention(nn.Module):
         d_model, axis=(-2, -1), name='out',
         kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), ('heads', 'kv', 'embed')),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ('embed',)))(attended)
-    return nn.Dropout(self.dropout_rate, deterministic=not train)(out)
+    return Dropout(self.dropout_rate, deterministic=not train)(out)
 
 
 class EncoderBlock(nn.Module):
@@ -74,9 +74,9 @@ class EncoderBlock(nn.Module):
     attention = MultiHeadSelfAttention(self.num_heads, self.dropout_rate, self.causal, self.attention)
     x = x + attention(_layer_norm()(x), key_valid, train=train)
     y = nn.gelu(dense(self.d_ff, ('embed', 'mlp'))(_layer_norm()(x)))
-    y = nn.Dropout(self.dropout_rate, deterministic=not train)(y)
+    y = Dropout(self.dropout_rate, deterministic=not train)(y)
     y = dense(x.shape[-1], ('mlp', 'embed'))(y)
-    return x + nn.Dropout(self.dropout_rate, deterministic=not train)(y)
+    return x + Dropout(self.dropout_rate, deterministic=not train)(y)
 
 
 class TransformerEncoder(nn.Module):
@@ -123,7 +123,7 @@ class TransformerEncoder(nn.Module):
     x = embed(tokens)  # in the params' dtype: f32, or bf16 under config.compute_dtype
     positions = sinusoidal_positions(self.max_len, self.d_model)[None, :length]
     x = x * jnp.asarray(np.sqrt(self.d_model), x.dtype) + jnp.asarray(positions, x.dtype)
-    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    x = Dropout(self.dropout_rate, deterministic=not train)(x)
     real = tokens != self.pad_id
     for _ in range(self.num_layers):
       x = EncoderBlock(self.num_heads, self.d_ff, self.dropout_rate, self.causal, self.attention)(
