@@ -5,6 +5,11 @@
 Runs the config's train step, saving every `--every` steps with the zoo's
 Checkpointer, and times every step (blocking on its result). Steps that start
 while a save is in flight are compared with the others. Prints one JSON object.
+
+This shared machine's speed drifts by 20-50% over minutes, more than the
+effect measured, so besides the pooled medians the tool pairs each save with
+the quiet steps of its own interval: `slowdown_paired` is the median over
+intervals of (mean in-flight step / mean quiet step of that interval) - 1.
 """
 
 from __future__ import annotations
@@ -47,16 +52,20 @@ def main(argv):
   with tempfile.TemporaryDirectory() as workdir:
     checkpointer = Checkpointer(pathlib.Path(workdir), keep=2)
     in_flight, quiet, save_call_s = [], [], []
+    intervals = [([], [])]  # per save interval: (in-flight step times, quiet step times)
     for i in range(_STEPS.value):
       saving = checkpointer.manager.is_saving_in_progress()
       started = time.perf_counter()
       state, metrics = train_step(state, batches[i % len(batches)])
       jax.block_until_ready(metrics)
-      (in_flight if saving else quiet).append(time.perf_counter() - started)
+      elapsed = time.perf_counter() - started
+      (in_flight if saving else quiet).append(elapsed)
+      intervals[-1][0 if saving else 1].append(elapsed)
       if (i + 1) % _EVERY.value == 0:
         started = time.perf_counter()
         checkpointer.save(i + 1, strategy.canonical_state(state), iterator, {})
         save_call_s.append(time.perf_counter() - started)
+        intervals.append(([], []))
     checkpointer.close()
 
   median = lambda xs: float(np.median(xs)) * 1e3 if xs else None
@@ -71,6 +80,10 @@ def main(argv):
   }
   if quiet and in_flight:
     result['slowdown_while_saving'] = result['step_ms_median_save_in_flight'] / result['step_ms_median_no_save'] - 1
+  paired = [np.mean(saving) / np.mean(calm) - 1 for saving, calm in intervals if saving and calm]
+  if paired:
+    result.update(slowdown_paired=float(np.median(paired)), slowdown_paired_p10_p90=[
+        float(np.percentile(paired, 10)), float(np.percentile(paired, 90))], paired_intervals=len(paired))
   # The blocking part of each save, spread over the interval, as a share of the step time.
   result['amortized_save_overhead'] = (result['save_call_ms_median'] / _EVERY.value) / result['step_ms_median_no_save']
   print(json.dumps(result))
