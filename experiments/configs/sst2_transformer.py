@@ -11,9 +11,10 @@ def get_config() -> ml_collections.ConfigDict:
       name='transformer', vocab_size=20000, max_len=64, d_model=128, num_heads=4, num_layers=2, d_ff=512,
       dropout_rate=0.3, causal=False, head='classify', pooling='mean', num_classes=2, attention='auto'))
   config.task = ml_collections.ConfigDict(dict(name='classification', input_key='tokens'))
-  config.optimizer.update(dict(name='adamw', learning_rate=5e-4, weight_decay=1e-2, schedule='warmup_cosine',
+  config.optimizer.update(dict(name='adamw', learning_rate=1e-3, weight_decay=1e-2, schedule='warmup_cosine',
                                warmup_steps=300, grad_clip_norm=1.0))
-  config.num_epochs = 3
+  config.data.augment.word_dropout = 0.1
+  config.num_epochs = 6
   config.eval_every = 500
   config.checkpoint.every = 500
   return config
