@@ -68,11 +68,13 @@ class Dropout(nn.Module):
     """x: any float array -> same shape and dtype, elements dropped and the rest scaled (train)."""
     if nn.merge_param('deterministic', self.deterministic, deterministic) or self.rate == 0.0:
       return x
+    if self.rate >= 1.0:
+      return jnp.zeros_like(x)
     rng = self.make_rng('dropout')
     keep_levels = round((1.0 - self.rate) * 256)
     if keep_levels in (0, 256):
       keep = jax.random.bernoulli(rng, 1.0 - self.rate, x.shape)
-      return jnp.where(keep, x / (1.0 - self.rate), jnp.zeros_like(x)) if self.rate < 1.0 else jnp.zeros_like(x)
+      return jnp.where(keep, x / (1.0 - self.rate), jnp.zeros_like(x))
     words = -(-x.shape[-1] // 4)
     bits = jax.random.bits(rng, (*x.shape[:-1], words), jnp.uint32)
     uniform8 = jax.lax.bitcast_convert_type(bits, jnp.uint8).reshape(*x.shape[:-1], 4 * words)[..., :x.shape[-1]]
