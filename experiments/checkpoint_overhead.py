@@ -51,22 +51,22 @@ def main(argv):
 
   with tempfile.TemporaryDirectory() as workdir:
     checkpointer = Checkpointer(pathlib.Path(workdir), keep=2)
-    in_flight, quiet, save_call_s = [], [], []
+    save_call_s = []
     intervals = [([], [])]  # per save interval: (in-flight step times, quiet step times)
     for i in range(_STEPS.value):
       saving = checkpointer.manager.is_saving_in_progress()
       started = time.perf_counter()
       state, metrics = train_step(state, batches[i % len(batches)])
       jax.block_until_ready(metrics)
-      elapsed = time.perf_counter() - started
-      (in_flight if saving else quiet).append(elapsed)
-      intervals[-1][0 if saving else 1].append(elapsed)
+      intervals[-1][0 if saving else 1].append(time.perf_counter() - started)
       if (i + 1) % _EVERY.value == 0:
         started = time.perf_counter()
         checkpointer.save(i + 1, strategy.canonical_state(state), iterator, {})
         save_call_s.append(time.perf_counter() - started)
         intervals.append(([], []))
     checkpointer.close()
+  in_flight = [elapsed for saving, _ in intervals for elapsed in saving]
+  quiet = [elapsed for _, calm in intervals for elapsed in calm]
 
   median = lambda xs: float(np.median(xs)) * 1e3 if xs else None
   result = {
