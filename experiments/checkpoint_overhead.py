@@ -1,15 +1,19 @@
 """How much an in-flight async checkpoint save slows the train step.
 
-  python experiments/checkpoint_overhead.py --config=experiments/configs/mnist_cnn.py --steps=300 --every=20
+  python experiments/checkpoint_overhead.py --config=experiments/configs/mnist_cnn.py --pairs=30 --segment=30
 
-Runs the config's train step, saving every `--every` steps with the zoo's
-Checkpointer, and times every step (blocking on its result). Steps that start
-while a save is in flight are compared with the others. Prints one JSON object.
+Runs the config's train step the way the training loop does (dispatch runs
+ahead; the host blocks only at the end of a segment) in pairs of segments of
+`--segment` steps: a quiet one, with no save anywhere, and one that starts
+right after a save call returns, so the save's asynchronous part runs during
+it. The two are timed back to back, in random order, and the next pair starts
+only when the save is on disk.
 
 This shared machine's speed drifts by 20-50% over minutes, more than the
-effect measured, so besides the pooled medians the tool pairs each save with
-the quiet steps of its own interval: `slowdown_paired` is the median over
-intervals of (mean in-flight step / mean quiet step of that interval) - 1.
+effect measured, so the estimate is paired: `slowdown_in_flight` is the median
+over pairs of (saving segment / quiet segment) - 1. The blocking part of a save
+(the `save` call itself) is reported apart, as `save_call_ms`, and amortized
+over a save interval of one segment. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -29,8 +33,8 @@ from zoo.train.loop import build_experiment
 from zoo.train.step import compile_steps
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
-_STEPS = flags.DEFINE_integer('steps', 300, 'Timed steps.')
-_EVERY = flags.DEFINE_integer('every', 20, 'Save interval in steps.')
+_PAIRS = flags.DEFINE_integer('pairs', 30, 'Pairs of (quiet, saving) segments.')
+_SEGMENT = flags.DEFINE_integer('segment', 30, 'Steps per segment; longer than a save stays in flight.')
 _WARMUP = flags.DEFINE_integer('warmup', 10, 'Untimed steps first.')
 
 
@@ -38,55 +42,57 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   config = _CONFIG.value.copy_and_resolve_references()
-  config.num_train_steps = _STEPS.value + _WARMUP.value
+  config.num_train_steps = _WARMUP.value + 2 * _PAIRS.value * _SEGMENT.value
   experiment = build_experiment(config, None)
   strategy = experiment.strategy
   train_step, _ = compile_steps(experiment.task, experiment.tx, experiment.schedule, strategy, config)
   iterator = experiment.pipeline.train_iterator()
   batches = [strategy.put_batch(next(iterator)) for _ in range(8)]
   state = strategy.place_state(experiment.state)
-  for i in range(_WARMUP.value):
-    state, _ = train_step(state, batches[i % len(batches)])
-  jax.block_until_ready(state)
+  step = 0
 
+  def run_segment():
+    """Seconds for one segment of steps, dispatched ahead and blocked on once at the end."""
+    nonlocal state, step
+    started = time.perf_counter()
+    for _ in range(_SEGMENT.value):
+      state, metrics = train_step(state, batches[step % len(batches)])
+      step += 1
+    jax.block_until_ready((state, metrics))
+    return time.perf_counter() - started
+
+  for _ in range(_WARMUP.value // _SEGMENT.value + 1):
+    run_segment()
+  order = np.random.default_rng(0).permutation([0, 1] * _PAIRS.value).reshape(_PAIRS.value, 2)
+  quiet_s, saving_s, save_call_s, outlasted = [], [], [], 0
   with tempfile.TemporaryDirectory() as workdir:
     checkpointer = Checkpointer(pathlib.Path(workdir), keep=2)
-    save_call_s = []
-    intervals = [([], [])]  # per save interval: (in-flight step times, quiet step times)
-    for i in range(_STEPS.value):
-      saving = checkpointer.manager.is_saving_in_progress()
-      started = time.perf_counter()
-      state, metrics = train_step(state, batches[i % len(batches)])
-      jax.block_until_ready(metrics)
-      intervals[-1][0 if saving else 1].append(time.perf_counter() - started)
-      if (i + 1) % _EVERY.value == 0:
-        started = time.perf_counter()
-        checkpointer.save(i + 1, strategy.canonical_state(state), iterator, {})
-        save_call_s.append(time.perf_counter() - started)
-        intervals.append(([], []))
+    for saving_first, _ in order:
+      for saving in (bool(saving_first), not saving_first):
+        if saving:
+          started = time.perf_counter()
+          checkpointer.save(step, strategy.canonical_state(state), iterator, {})
+          save_call_s.append(time.perf_counter() - started)
+          saving_s.append(run_segment())
+          outlasted += int(checkpointer.manager.is_saving_in_progress())
+          checkpointer.wait()
+        else:
+          quiet_s.append(run_segment())
     checkpointer.close()
-  in_flight = [elapsed for saving, _ in intervals for elapsed in saving]
-  quiet = [elapsed for _, calm in intervals for elapsed in calm]
 
-  median = lambda xs: float(np.median(xs)) * 1e3 if xs else None
-  result = {
+  ratios = np.array(saving_s) / np.array(quiet_s) - 1
+  step_ms = lambda seconds: float(np.median(seconds)) / _SEGMENT.value * 1e3
+  print(json.dumps({
       'config': config.model.name, 'device': jax.devices()[0].device_kind, 'device_count': jax.device_count(),
-      'steps': _STEPS.value, 'save_every': _EVERY.value,
-      'params_bytes': int(sum(x.nbytes for x in jax.tree.leaves(state.params))),
+      'pairs': _PAIRS.value, 'segment_steps': _SEGMENT.value,
       'state_bytes': int(sum(x.nbytes for x in jax.tree.leaves(state))),
-      'step_ms_median_no_save': median(quiet), 'step_ms_median_save_in_flight': median(in_flight),
-      'steps_with_save_in_flight': len(in_flight),
-      'save_call_ms_median': median(save_call_s),
-  }
-  if quiet and in_flight:
-    result['slowdown_while_saving'] = result['step_ms_median_save_in_flight'] / result['step_ms_median_no_save'] - 1
-  paired = [np.mean(saving) / np.mean(calm) - 1 for saving, calm in intervals if saving and calm]
-  if paired:
-    result.update(slowdown_paired=float(np.median(paired)), slowdown_paired_p10_p90=[
-        float(np.percentile(paired, 10)), float(np.percentile(paired, 90))], paired_intervals=len(paired))
-  # The blocking part of each save, spread over the interval, as a share of the step time.
-  result['amortized_save_overhead'] = (result['save_call_ms_median'] / _EVERY.value) / result['step_ms_median_no_save']
-  print(json.dumps(result))
+      'step_ms_quiet': step_ms(quiet_s), 'step_ms_save_in_flight': step_ms(saving_s),
+      'slowdown_in_flight': float(np.median(ratios)),
+      'slowdown_in_flight_p10_p90': [float(np.percentile(ratios, 10)), float(np.percentile(ratios, 90))],
+      'saves_outlasting_their_segment': outlasted,
+      'save_call_ms': float(np.median(save_call_s)) * 1e3,
+      'amortized_save_call_overhead': float(np.median(save_call_s)) / float(np.median(quiet_s)),
+  }))
 
 
 if __name__ == '__main__':

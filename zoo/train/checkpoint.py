@@ -52,6 +52,17 @@ def _lower_thread_priority() -> None:
       pass
 
 
+def _state_handler() -> ocp.PyTreeCheckpointHandler:
+  """The handler of the `state` item: Orbax's PyTree handler without zstd compression.
+
+  What it buys: compressing float params and optimizer moments saved 6% of
+  disk (mnist_cnn: 6.2 vs 6.6 MB) and cost ~10 of the ~65 ms of CPU that an
+  async save of that state takes from the train step.
+  Checkpoints saved compressed still restore.
+  """
+  return ocp.PyTreeCheckpointHandler(use_compression=False)
+
+
 def _flatten(tree: Any, prefix: str = '') -> dict[str, Any]:
   if isinstance(tree, dict):
     out = {}
@@ -113,7 +124,7 @@ class Checkpointer:
     self._io = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='zoo-checkpoint-io',
                                                      initializer=_lower_thread_priority)
     self.manager = self._on_io_thread(ocp.CheckpointManager, self.directory, options=self._options, item_handlers={
-        'state': ocp.StandardCheckpointHandler(), 'data': grain.checkpoint.CheckpointHandler(),
+        'state': _state_handler(), 'data': grain.checkpoint.CheckpointHandler(),
         'config': ocp.JsonCheckpointHandler()})
 
   def _on_io_thread(self, function, *args, **kwargs):
@@ -178,7 +189,7 @@ class Checkpointer:
            metrics: Mapping[str, float] | None = None) -> None:
     """Starts an async save of the state, iterator position and config at `step`."""
     self._on_io_thread(self.manager.save, step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
+        state=ocp.args.PyTreeSave(state),
         data=grain.checkpoint.CheckpointSave(data_iterator),
         config=ocp.args.JsonSave(config)), metrics=dict(metrics or {}))
 
@@ -208,7 +219,7 @@ class Checkpointer:
           'Fix: pass a new --workdir to start fresh (nothing in the old one was changed), or use the '
           'data and model it was trained with.')
     restored = self._on_io_thread(self.manager.restore, step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state),
+        state=ocp.args.PyTreeRestore(abstract_state, ocp.checkpoint_utils.construct_restore_args(abstract_state)),
         data=grain.checkpoint.CheckpointRestore(data_iterator)))
     return restored.state
 
@@ -250,7 +261,7 @@ def load_state(workdir: str | pathlib.Path, step: int | None = None) -> Any:
   on any device count (the run may have been saved from a mesh of many).
   """
   manager = ocp.CheckpointManager(pathlib.Path(workdir).resolve() / 'checkpoints',
-                                  item_handlers={'state': ocp.StandardCheckpointHandler()})
+                                  item_handlers={'state': _state_handler()})
   step = manager.latest_step() if step is None else step
   if step is None:
     raise FileNotFoundError(f'No checkpoint in {workdir}/checkpoints.')
@@ -258,6 +269,7 @@ def load_state(workdir: str | pathlib.Path, step: int | None = None) -> Any:
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   target = jax.tree.map(lambda meta: jax.ShapeDtypeStruct(meta.shape, meta.dtype, sharding=device),
                         manager.item_metadata(step)['state'])
-  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
+  restored = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.PyTreeRestore(target, ocp.checkpoint_utils.construct_restore_args(target))))
   manager.close()
   return jax.tree.map(np.asarray, restored.state)
