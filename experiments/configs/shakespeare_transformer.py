@@ -13,8 +13,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.task = ml_collections.ConfigDict(dict(name='language_model'))
   config.optimizer.update(dict(name='adamw', learning_rate=1e-3, weight_decay=1e-2, schedule='warmup_cosine',
                                warmup_steps=200, grad_clip_norm=1.0))
-  config.num_epochs = 20
-  config.eval_every = 500
+  config.num_epochs = 10
+  config.eval_every = 250
   config.checkpoint.every = 500
   config.checkpoint.best_metric = 'eval_loss'
   config.checkpoint.best_mode = 'min'
