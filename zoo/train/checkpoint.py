@@ -63,6 +63,11 @@ def _state_handler() -> ocp.PyTreeCheckpointHandler:
   return ocp.PyTreeCheckpointHandler(use_compression=False)
 
 
+def _state_restore_args(target: Any) -> ocp.args.PyTreeRestore:
+  """Restore arguments for the `state` item onto `target`'s shapes, dtypes and shardings."""
+  return ocp.args.PyTreeRestore(target, ocp.checkpoint_utils.construct_restore_args(target))
+
+
 def _flatten(tree: Any, prefix: str = '') -> dict[str, Any]:
   if isinstance(tree, dict):
     out = {}
@@ -219,7 +224,7 @@ class Checkpointer:
           'Fix: pass a new --workdir to start fresh (nothing in the old one was changed), or use the '
           'data and model it was trained with.')
     restored = self._on_io_thread(self.manager.restore, step, args=ocp.args.Composite(
-        state=ocp.args.PyTreeRestore(abstract_state, ocp.checkpoint_utils.construct_restore_args(abstract_state)),
+        state=_state_restore_args(abstract_state),
         data=grain.checkpoint.CheckpointRestore(data_iterator)))
     return restored.state
 
@@ -269,7 +274,6 @@ def load_state(workdir: str | pathlib.Path, step: int | None = None) -> Any:
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   target = jax.tree.map(lambda meta: jax.ShapeDtypeStruct(meta.shape, meta.dtype, sharding=device),
                         manager.item_metadata(step)['state'])
-  restored = manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.PyTreeRestore(target, ocp.checkpoint_utils.construct_restore_args(target))))
+  restored = manager.restore(step, args=ocp.args.Composite(state=_state_restore_args(target)))
   manager.close()
   return jax.tree.map(np.asarray, restored.state)
