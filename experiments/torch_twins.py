@@ -86,6 +86,11 @@ def _transformer_classifier(torch, cfg):
       pad = tokens == 0
       x = self.embed(tokens) * math.sqrt(cfg.d_model) + self.positions[:tokens.shape[1]]
       x = self.norm(self.encoder(x, src_key_padding_mask=pad))
+      pooling = cfg.get('pooling', 'mean')
+      if pooling == 'cls':
+        return self.out(x[:, 0])
+      if pooling == 'max':
+        return self.out(x.masked_fill(pad.unsqueeze(-1), torch.finfo(x.dtype).min).amax(1))
       weights = (~pad).unsqueeze(-1).float()
       return self.out((x * weights).sum(1) / weights.sum(1).clamp(min=1.0))
 

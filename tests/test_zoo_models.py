@@ -91,7 +91,9 @@ def test_shapes_params_purity_and_gradients(case):
     dict(name='rnn_classifier', vocab_size=50, embed_dim=16, hidden=32),
     dict(name='rnn_classifier', vocab_size=50, embed_dim=16, hidden=32, cell='gru', bidirectional=True, num_layers=2),
     dict(name='transformer', vocab_size=50, max_len=32, d_model=32, num_heads=4, num_layers=2, d_ff=64),
-], ids=['lstm', 'bigru', 'transformer'])
+    dict(name='transformer', vocab_size=50, max_len=32, d_model=32, num_heads=4, num_layers=1, d_ff=64,
+         pooling='max'),
+], ids=['lstm', 'bigru', 'transformer', 'transformer_max_pool'])
 def test_padding_does_not_change_a_sequence_result(kwargs):
   model = build(**kwargs)
   short = tokens(batch=2, length=10, pad_from=[7, 10])
