@@ -9,11 +9,13 @@ def get_config() -> ml_collections.ConfigDict:
   config = default_config('tiny_shakespeare')
   config.model = ml_collections.ConfigDict(dict(
       name='transformer', vocab_size=128, max_len=129, d_model=192, num_heads=6, num_layers=4, d_ff=768,
-      dropout_rate=0.1, causal=True, head='lm', attention='auto'))
+      dropout_rate=0.0, causal=True, head='lm', attention='auto'))
   config.task = ml_collections.ConfigDict(dict(name='language_model'))
   config.optimizer.update(dict(name='adamw', learning_rate=2e-3, weight_decay=1e-2, schedule='warmup_cosine',
                                warmup_steps=200, grad_clip_norm=1.0))
-  config.data.batch_size = 32  # twice the updates of 64 for the same compute: this model is short of steps, not data
+  # Dropout 0: in 10 epochs this model is short of updates, not of data. At dropout 0.1 it stood at 1.591
+  # nats/char at step 1250 against 1.524 without; without, validation bottoms out near step 2000 (1.489).
+  config.data.batch_size = 32  # twice the updates of batch 64 for the same compute
   config.num_epochs = 10
   config.eval_every = 250
   config.checkpoint.every = 500
