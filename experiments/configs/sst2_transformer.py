@@ -1,4 +1,4 @@
-"""GLUE SST-2, Transformer encoder from scratch, mean pooling (target >= 82% dev accuracy)."""
+"""GLUE SST-2, Transformer encoder from scratch, max pooling (target >= 82% dev accuracy)."""
 
 import ml_collections
 
@@ -9,12 +9,14 @@ def get_config() -> ml_collections.ConfigDict:
   config = default_config('glue/sst2')
   config.model = ml_collections.ConfigDict(dict(
       name='transformer', vocab_size=20000, max_len=64, d_model=128, num_heads=4, num_layers=2, d_ff=512,
-      dropout_rate=0.3, causal=False, head='classify', pooling='mean', num_classes=2, attention='auto'))
+      dropout_rate=0.3, causal=False, head='classify', pooling='max', num_classes=2, attention='auto'))
   config.task = ml_collections.ConfigDict(dict(name='classification', input_key='tokens'))
   config.optimizer.update(dict(name='adamw', learning_rate=1e-3, weight_decay=1e-2, schedule='warmup_cosine',
                                warmup_steps=300, grad_clip_norm=1.0))
   config.data.augment.word_dropout = 0.1
-  config.num_epochs = 6
+  # Max over tokens, not the mean: 80.62% dev in 3 epochs (81.19% in a 1-core trial), against 80.39% for
+  # mean pooling in 6 epochs; its lowest dev loss is 0.449, against 0.521.
+  config.num_epochs = 3
   config.eval_every = 500
   config.checkpoint.every = 500
   return config
