@@ -10,13 +10,14 @@ import pytest
 from zoo.kernels import pallas_recurrence, recurrence
 
 
-def _recurrence_inputs(cell: str, dtype, length=7, batch=5, hidden=8, seed=0):
+def _recurrence_inputs(cell: str, dtype, length=7, batch=5, hidden=8, seed=0, longest=None):
   gates = recurrence.GATES[cell]
   keys = jax.random.split(jax.random.key(seed), 4)
   projected = jax.random.normal(keys[0], (length, batch, gates * hidden)).astype(dtype)
   kernel = (0.4 * jax.random.normal(keys[1], (hidden, gates * hidden))).astype(dtype)
   bias = (0.1 * jax.random.normal(keys[2], (gates * hidden,))).astype(dtype)
-  lengths = jnp.array([length, 1, 3, length - 1, 2][:batch])  # ragged, one full-length row
+  longest = length if longest is None else longest
+  lengths = jnp.clip(jnp.array([longest, 1, 3, longest - 1, 2][:batch]), 0, longest)  # ragged, max `longest`
   valid = (jnp.arange(length)[:, None] < lengths[None, :])[..., None]
   return projected, valid, kernel, bias
 
@@ -51,6 +52,20 @@ def test_recurrence_matches_scan_reference_bf16(cell, implementation):
   for want, got in zip(jax.tree.leaves(reference), jax.tree.leaves(candidate)):
     scale = float(jnp.abs(want).max()) + 1e-6
     np.testing.assert_allclose(np.asarray(got, np.float32) / scale, np.asarray(want) / scale, atol=3e-2)
+
+
+@pytest.mark.parametrize('cell', ['lstm', 'gru'])
+@pytest.mark.parametrize('longest', [4, 0])
+def test_fused_stops_at_the_longest_sequence_and_still_matches_the_reference(cell, longest):
+  """'fused' loops only over the first `longest` steps (none for an all-padding batch)."""
+  inputs = _recurrence_inputs(cell, jnp.float32, longest=longest)
+  assert int(recurrence.active_steps(inputs[1])) == longest
+  reference = _loss_and_grads(cell, 'scan', *inputs)
+  candidate = _loss_and_grads(cell, 'fused', *inputs)
+  for want, got in zip(jax.tree.leaves(reference), jax.tree.leaves(candidate)):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  d_projected = candidate[1][0]
+  np.testing.assert_array_equal(d_projected[longest:], 0.0)
 
 
 @pytest.mark.parametrize('cell', ['lstm', 'gru'])
