@@ -45,6 +45,14 @@ def _cnn(torch, cfg, image_shape):
                              torch.nn.Linear(cfg.hidden, cfg.num_classes))
 
 
+def _masked_pool(torch, x, pad, how: str):
+  """x [B, T, D] pooled over the steps where pad [B, T] is False: 'max' or 'mean'."""
+  if how == 'max':
+    return x.masked_fill(pad.unsqueeze(-1), torch.finfo(x.dtype).min).amax(1)
+  weights = (~pad).unsqueeze(-1).float()
+  return (x * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
 def _rnn_classifier(torch, cfg):
   rnn_class = {'lstm': torch.nn.LSTM, 'gru': torch.nn.GRU}[cfg.cell]
   directions = 2 if cfg.bidirectional else 1
@@ -59,10 +67,12 @@ def _rnn_classifier(torch, cfg):
       self.out = torch.nn.Linear(cfg.hidden * directions, cfg.num_classes)
 
     def forward(self, tokens):
-      _, state = self.rnn(self.dropout(self.embed(tokens)))
-      h = state[0] if isinstance(state, tuple) else state
-      last = torch.cat([h[-1 - d] for d in reversed(range(directions))], dim=-1)
-      return self.out(self.dropout(last))
+      outputs, state = self.rnn(self.dropout(self.embed(tokens)))
+      pooling = cfg.get('pooling', 'last')
+      if pooling == 'last':
+        h = state[0] if isinstance(state, tuple) else state
+        return self.out(self.dropout(torch.cat([h[-1 - d] for d in reversed(range(directions))], dim=-1)))
+      return self.out(self.dropout(_masked_pool(torch, outputs, tokens == 0, pooling)))
 
   return RNNClassifier()
 
@@ -87,12 +97,7 @@ def _transformer_classifier(torch, cfg):
       x = self.embed(tokens) * math.sqrt(cfg.d_model) + self.positions[:tokens.shape[1]]
       x = self.norm(self.encoder(x, src_key_padding_mask=pad))
       pooling = cfg.get('pooling', 'mean')
-      if pooling == 'cls':
-        return self.out(x[:, 0])
-      if pooling == 'max':
-        return self.out(x.masked_fill(pad.unsqueeze(-1), torch.finfo(x.dtype).min).amax(1))
-      weights = (~pad).unsqueeze(-1).float()
-      return self.out((x * weights).sum(1) / weights.sum(1).clamp(min=1.0))
+      return self.out(x[:, 0] if pooling == 'cls' else _masked_pool(torch, x, pad, pooling))
 
   return TransformerClassifier()
 

@@ -90,10 +90,11 @@ def test_shapes_params_purity_and_gradients(case):
 @pytest.mark.parametrize('kwargs', [
     dict(name='rnn_classifier', vocab_size=50, embed_dim=16, hidden=32),
     dict(name='rnn_classifier', vocab_size=50, embed_dim=16, hidden=32, cell='gru', bidirectional=True, num_layers=2),
+    dict(name='rnn_classifier', vocab_size=50, embed_dim=16, hidden=32, bidirectional=True, pooling='max'),
     dict(name='transformer', vocab_size=50, max_len=32, d_model=32, num_heads=4, num_layers=2, d_ff=64),
     dict(name='transformer', vocab_size=50, max_len=32, d_model=32, num_heads=4, num_layers=1, d_ff=64,
          pooling='max'),
-], ids=['lstm', 'bigru', 'transformer', 'transformer_max_pool'])
+], ids=['lstm', 'bigru', 'bilstm_max_pool', 'transformer', 'transformer_max_pool'])
 def test_padding_does_not_change_a_sequence_result(kwargs):
   model = build(**kwargs)
   short = tokens(batch=2, length=10, pad_from=[7, 10])
@@ -169,7 +170,8 @@ def test_vae_generates_probabilities_and_samples_differ_per_rng():
     (dict(name='vae'), jnp.ones((2, 32, 32, 3)), 'set config.model.output_dim=3072'),
     (dict(name='rnn_classifier', vocab_size=50), jnp.ones((2, 3, 4), jnp.int32), 'tokens i32[batch, length]'),
     (dict(name='mlp', activation='swish-ish'), jnp.ones((2, 4)), "Unknown activation 'swish-ish'"),
-], ids=['too_long', 'resnet_rank', 'vae_size', 'rnn_rank', 'activation'])
+    (dict(name='rnn_classifier', vocab_size=50, pooling='attention'), tokens(length=5), "use 'last', 'mean', 'max'"),
+], ids=['too_long', 'resnet_rank', 'vae_size', 'rnn_rank', 'activation', 'rnn_pooling'])
 def test_wrong_inputs_get_clear_errors(kwargs, x, words):
   with pytest.raises(ValueError, match=None) as error:
     build(**kwargs).init(RNGS, x, train=False)

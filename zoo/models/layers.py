@@ -80,3 +80,21 @@ class Dropout(nn.Module):
     uniform8 = jax.lax.bitcast_convert_type(bits, jnp.uint8).reshape(*x.shape[:-1], 4 * words)[..., :x.shape[-1]]
     keep = uniform8 < np.uint8(keep_levels)
     return jnp.where(keep, x * jnp.asarray(256 / keep_levels, x.dtype), jnp.zeros_like(x))
+
+
+POOLINGS = ('mean', 'max')
+
+
+def masked_pool(x: jax.Array, real: jax.Array, how: str) -> jax.Array:
+  """Pools x f32[B, T, D] over its real steps (real: bool[B, T]) -> f32[B, D].
+
+  'mean': the average over real steps; 'max': per feature, the largest value over real
+  steps. A row without real steps gives 0 either way.
+  """
+  if how == 'max':
+    pooled = jnp.where(real[..., None], x, jnp.finfo(x.dtype).min).max(1)
+    return jnp.where(real.any(1, keepdims=True), pooled, jnp.zeros_like(pooled))
+  if how == 'mean':
+    weights = real.astype(x.dtype)[..., None]
+    return (x * weights).sum(1) / jnp.maximum(weights.sum(1), 1.0)
+  raise ValueError(f'Unknown pooling {how!r}; use one of: {", ".join(POOLINGS)}.')

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from zoo.kernels.recurrence import GATES, recurrence
-from zoo.models.layers import Dropout, dense
+from zoo.models.layers import POOLINGS, Dropout, dense, masked_pool
 
 
 
@@ -96,9 +96,11 @@ def _embed(vocab_size: int, dim: int) -> nn.Embed:
 
 
 class RNNClassifier(nn.Module):
-  """Embedding -> RNNEncoder -> last state of each direction -> dropout -> class logits.
+  """Embedding -> RNNEncoder -> pooling -> dropout -> class logits.
 
   tokens: i32[B, T], right-padded with pad_id -> f32[B, num_classes].
+  pooling: 'last', the last state of each direction; or 'mean' / 'max' over the
+  encoder's outputs at real tokens (a BiLSTM-max sentence encoder, Conneau et al. 2017).
   """
   vocab_size: int
   embed_dim: int = 128
@@ -109,6 +111,7 @@ class RNNClassifier(nn.Module):
   dropout_rate: float = 0.0
   num_classes: int = 2
   pad_id: int = 0
+  pooling: str = 'last'
   implementation: str = 'auto'
 
   @nn.compact
@@ -116,12 +119,15 @@ class RNNClassifier(nn.Module):
     """tokens: i32[B, T] -> logits f32[B, num_classes]."""
     if tokens.ndim != 2:
       raise ValueError(f'RNNClassifier takes tokens i32[batch, length]; got shape {tokens.shape}.')
-    lengths = (tokens != self.pad_id).sum(-1)
+    if self.pooling not in ('last',) + POOLINGS:
+      raise ValueError(f"pooling={self.pooling!r}: use 'last', {', '.join(map(repr, POOLINGS))}.")
+    real = tokens != self.pad_id
     x = Dropout(self.dropout_rate, deterministic=not train)(_embed(self.vocab_size, self.embed_dim)(tokens))
-    _, last = RNNEncoder(self.hidden, self.num_layers, self.cell, self.bidirectional,
-                         self.dropout_rate, self.implementation)(x, lengths, train=train)
-    last = Dropout(self.dropout_rate, deterministic=not train)(last)
-    return dense(self.num_classes, ('mlp', 'classes'))(last)
+    outputs, last = RNNEncoder(self.hidden, self.num_layers, self.cell, self.bidirectional,
+                               self.dropout_rate, self.implementation)(x, real.sum(-1), train=train)
+    pooled = last if self.pooling == 'last' else masked_pool(outputs, real, self.pooling)
+    pooled = Dropout(self.dropout_rate, deterministic=not train)(pooled)
+    return dense(self.num_classes, ('mlp', 'classes'))(pooled)
 
 
 class RNNLanguageModel(nn.Module):

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from zoo.kernels.attention import attention_weights, dot_product_attention
-from zoo.models.layers import Dropout, dense, norm_param_init
+from zoo.models.layers import Dropout, dense, masked_pool, norm_param_init
 
 
 def sinusoidal_positions(length: int, dim: int) -> np.ndarray:
@@ -134,12 +134,5 @@ class TransformerEncoder(nn.Module):
     x = _layer_norm()(x)
     if self.head == 'lm':
       return dense(self.vocab_size, ('embed', 'vocab'))(x)
-    if self.pooling == 'cls':
-      pooled = x[:, 0]
-    elif self.pooling == 'max':  # per feature, the largest value over real tokens (0 for an all-pad row)
-      pooled = jnp.where(real[..., None], x, jnp.finfo(x.dtype).min).max(1)
-      pooled = jnp.where(real.any(1, keepdims=True), pooled, jnp.zeros_like(pooled))
-    else:
-      weights = real.astype(x.dtype)[..., None]
-      pooled = (x * weights).sum(1) / jnp.maximum(weights.sum(1), 1.0)
+    pooled = x[:, 0] if self.pooling == 'cls' else masked_pool(x, real, self.pooling)
     return dense(self.num_classes, ('embed', 'classes'))(pooled)
