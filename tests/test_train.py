@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import pathlib
 
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from zoo.errors import CheckpointMismatchError
+from zoo.models import MLP
+from zoo.tasks.classification import Classification
 from zoo.train.checkpoint import Checkpointer, abstract_like, load_state
 from zoo.train.loop import train_and_evaluate
+from zoo.train.state import TrainState
+from zoo.train.step import train_step
 from zoo.train.writers import read_metrics
 
 
@@ -85,3 +93,22 @@ def test_workdir_of_another_model_is_refused_and_left_untouched(mnist_config, tm
   with pytest.raises(CheckpointMismatchError, match=r'model.features: \[32, 64\] -> \[16, 32\].*new --workdir'):
     train_and_evaluate(mnist_config, str(tmp_path))
   assert tree_digest(tmp_path) == before
+
+
+def test_a_nonfinite_step_changes_nothing_but_the_step_counter():
+  model = MLP(widths=(16,), num_classes=3, batch_norm=True)
+  x = jax.random.normal(jax.random.key(0), (8, 5))
+  variables = dict(nn.meta.unbox(model.init(jax.random.key(1), x, train=False)))
+  params = variables.pop('params')
+  tx = optax.adam(1e-2)
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                     model_state=dict(variables), rng=jax.random.key_data(jax.random.key(2)))
+  step = jax.jit(functools.partial(train_step, task=Classification(model), tx=tx, schedule=lambda s: 1e-2))
+  labels = jnp.arange(8) % 3
+  good, metrics = step(state, {'image': x, 'label': labels})
+  assert float(metrics['nonfinite']) == 0.0
+  assert not np.array_equal(good.params['Dense_0']['kernel'], state.params['Dense_0']['kernel'])
+  bad, metrics = step(good, {'image': x.at[3, 1].set(jnp.nan), 'label': labels})
+  assert float(metrics['nonfinite']) == 1.0 and int(bad.step) == int(good.step) + 1
+  for field in ('params', 'opt_state', 'model_state'):
+    assert_trees_equal(getattr(bad, field), getattr(good, field))

@@ -98,16 +98,20 @@ def train_step(state: TrainState, batch: dict, *, task, tx: optax.GradientTransf
                                                microbatches=microbatches, compute_dtype=compute_dtype)
   if axis_name is not None:
     grads, metrics = jax.lax.pmean((grads, metrics), axis_name)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
   grad_norm = optax.global_norm(grads)
   finite = jnp.isfinite(metrics['loss']) & jnp.isfinite(grad_norm)
-  keep_if_finite = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
-  new_state = state.replace(
-      step=state.step + 1,
-      params=keep_if_finite(params, state.params),
-      opt_state=keep_if_finite(opt_state, state.opt_state),
-      model_state=keep_if_finite(model_state, state.model_state))
+
+  def update(params, opt_state, model_state):
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, model_state
+
+  # A branch, not jnp.where(finite, new, old) per leaf: selecting made XLA copy every optimizer-state
+  # buffer (the donated moments were read again after being overwritten) and cost one more pass over
+  # the state; in the branch the update runs in place.
+  params, opt_state, model_state = jax.lax.cond(
+      finite, update, lambda params, opt_state, _: (params, opt_state, state.model_state),
+      state.params, state.opt_state, model_state)
+  new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, model_state=model_state)
   metrics = dict(metrics, grad_norm=grad_norm, learning_rate=schedule(state.step),
                  nonfinite=1.0 - finite.astype(jnp.float32))
   return new_state, metrics
