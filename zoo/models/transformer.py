@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from zoo.kernels.attention import attention_weights, dot_product_attention
-from zoo.models.layers import Dropout, dense, masked_pool, norm_param_init
+from zoo.models.layers import POOLINGS, Dropout, dense, masked_pool, norm_param_init
 
 
 def sinusoidal_positions(length: int, dim: int) -> np.ndarray:
@@ -115,7 +115,7 @@ class TransformerEncoder(nn.Module):
     if length > self.max_len:
       raise ValueError(f'Sequence length {length} exceeds the positional table (max_len={self.max_len}); '
                        'raise config.model.max_len or truncate the inputs.')
-    if self.head not in ('classify', 'lm') or self.pooling not in ('mean', 'max', 'cls'):
+    if self.head not in ('classify', 'lm') or self.pooling not in POOLINGS + ('cls',):
       raise ValueError(f"head={self.head!r}, pooling={self.pooling!r}: use head 'classify' or 'lm', "
                        "pooling 'mean', 'max' or 'cls'.")
     # Entries start at std 1/sqrt(d_model); the sqrt(d_model) scale below brings them to unit size, on a par
