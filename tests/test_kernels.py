@@ -69,6 +69,30 @@ def test_fused_stops_at_the_longest_sequence_and_still_matches_the_reference(cel
 
 
 @pytest.mark.parametrize('cell', ['lstm', 'gru'])
+@pytest.mark.parametrize('longest', [9, 6, 0])
+def test_fused_layer_projects_chunk_by_chunk_and_matches_the_reference(cell, longest):
+  """recurrent_layer: 'fused' projects the input inside its loops (9 steps = 3 chunks, the last one padded)."""
+  assert recurrence.CHUNK < 9 and 9 % recurrence.CHUNK
+  projected, valid, kernel, bias = _recurrence_inputs(cell, jnp.float32, length=9, longest=longest)
+  keys = jax.random.split(jax.random.key(3), 3)
+  x = jax.random.normal(keys[0], projected.shape[:2] + (6,))
+  input_kernel = 0.4 * jax.random.normal(keys[1], (6, projected.shape[-1]))
+  input_bias = 0.1 * jax.random.normal(keys[2], projected.shape[-1:])
+
+  def loss_and_grads(implementation):
+    def loss(*weights):
+      outputs, state = recurrence.recurrent_layer(cell, weights[0], valid, *weights[1:], implementation=implementation)
+      return (outputs * jnp.linspace(-1.0, 1.0, outputs.size).reshape(outputs.shape)).sum() + sum(
+          (s ** 2).sum() for s in state)
+    return jax.jit(jax.value_and_grad(loss, argnums=range(5)))(x, input_kernel, input_bias, kernel, bias)
+
+  reference, candidate = loss_and_grads('scan'), loss_and_grads('fused')
+  for want, got in zip(jax.tree.leaves(reference), jax.tree.leaves(candidate)):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(candidate[1][0][longest:], 0.0)
+
+
+@pytest.mark.parametrize('cell', ['lstm', 'gru'])
 def test_padding_never_leaks_into_outputs_or_state(cell):
   projected, valid, kernel, bias = _recurrence_inputs(cell, jnp.float32)
   garbage = projected + 100.0 * (~valid)  # change only the padded steps

@@ -24,13 +24,31 @@ def norm_param_init(init: Callable, axis: str) -> Callable:
   return nn.with_logical_partitioning(init, (axis,))
 
 
+def _dense_inits(axes: tuple[str, str]) -> dict[str, Callable]:
+  """Kernel (lecun normal, logical axes `axes`) and bias (zeros, axis `axes[1]`) initializers."""
+  return dict(kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), axes),
+              bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (axes[1],)))
+
+
 def dense(features: int, axes: tuple[str, str], name: str | None = None, **kwargs) -> nn.Dense:
   """nn.Dense with kernel axes `axes` (in, out) and bias axis `axes[1]`."""
-  return nn.Dense(
-      features,
-      kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), axes),
-      bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (axes[1],)),
-      name=name, **kwargs)
+  return nn.Dense(features, name=name, **_dense_inits(axes), **kwargs)
+
+
+class DenseParams(nn.Module):
+  """The params of `dense(features, axes)` (same names, shapes and initial values), returned unapplied,
+
+  for kernels that apply them inside their own loops (zoo.kernels.recurrence.recurrent_layer).
+  """
+  features: int
+  axes: tuple[str, str]
+
+  @nn.compact
+  def __call__(self, in_features: int) -> tuple[jax.Array, jax.Array]:
+    """-> (kernel f32[in_features, features], bias f32[features])."""
+    inits = _dense_inits(self.axes)
+    return (self.param('kernel', inits['kernel_init'], (in_features, self.features)),
+            self.param('bias', inits['bias_init'], (self.features,)))
 
 
 def conv(features: int, kernel_size: Sequence[int], name: str | None = None, **kwargs) -> nn.Conv:

@@ -1,8 +1,9 @@
 """LSTM and GRU layers, stacks, a sequence classifier and a character language model.
 
-Speed: each layer computes its input projection for all time steps in one
-matmul before the recurrence; the scan then does only the [B, H] x [H, G*H]
-recurrent matmul per step.
+Speed: each layer hands its input projection's params to
+`zoo.kernels.recurrence.recurrent_layer`, which projects several time steps per
+matmul (all of them at once, outside the loop, for 'scan') and does only the
+[B, H] x [H, G*H] recurrent matmul per step.
 Padding: sequences are right-padded with `pad_id`; steps past a sequence's
 length neither change the state nor emit output, and the backward direction
 reverses each sequence within its own length, so padding never leaks.
@@ -14,8 +15,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from zoo.kernels.recurrence import GATES, recurrence
-from zoo.models.layers import POOLINGS, Dropout, dense, masked_pool
+from zoo.kernels.recurrence import GATES, recurrent_layer
+from zoo.models.layers import POOLINGS, DenseParams, Dropout, dense, masked_pool
 
 
 
@@ -49,16 +50,15 @@ class RecurrentLayer(nn.Module):
     gates, hidden = GATES[self.cell], self.hidden
     if self.reverse:
       x = reverse_within_length(x, lengths)
-    # Input projection for all steps in one matmul, time-major ([T, B, G*H]) as the recurrence wants.
-    projected = dense(gates * hidden, ('embed', 'mlp'), name='input')(x.swapaxes(0, 1))
+    input_kernel, input_bias = DenseParams(gates * hidden, ('embed', 'mlp'), name='input')(x.shape[-1])
     recurrent_kernel = self.param(
         'recurrent_kernel', nn.with_logical_partitioning(nn.initializers.orthogonal(), ('rnn_hidden', 'mlp')),
         (hidden, gates * hidden))
     recurrent_bias = self.param(
         'recurrent_bias', nn.with_logical_partitioning(nn.initializers.zeros_init(), ('mlp',)), (gates * hidden,))
     valid = (jnp.arange(x.shape[1])[:, None] < lengths[None, :])[..., None]  # [T, B, 1]
-    outputs, state = recurrence(self.cell, projected, valid, recurrent_kernel, recurrent_bias,
-                                implementation=self.implementation)
+    outputs, state = recurrent_layer(self.cell, x.swapaxes(0, 1), valid, input_kernel, input_bias,
+                                     recurrent_kernel, recurrent_bias, implementation=self.implementation)
     outputs = outputs.swapaxes(0, 1)
     if self.reverse:
       outputs = reverse_within_length(outputs, lengths)
