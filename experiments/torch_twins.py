@@ -45,12 +45,26 @@ def _cnn(torch, cfg, image_shape):
                              torch.nn.Linear(cfg.hidden, cfg.num_classes))
 
 
-def _masked_pool(torch, x, pad, how: str):
-  """x [B, T, D] pooled over the steps where pad [B, T] is False: 'max' or 'mean'."""
-  if how == 'max':
-    return x.masked_fill(pad.unsqueeze(-1), torch.finfo(x.dtype).min).amax(1)
-  weights = (~pad).unsqueeze(-1).float()
-  return (x * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+def _pool(torch, how: str, dim: int):
+  """The twin of zoo.models.layers.Pool: a module (x [B, T, D], pad bool[B, T]) -> [B, D] over non-pad steps."""
+
+  class Pool(torch.nn.Module):
+    def __init__(self):
+      super().__init__()
+      if how == 'attention':
+        self.keys = torch.nn.Linear(dim, dim, bias=False)
+        self.energy = torch.nn.Linear(dim, 1, bias=False)
+
+    def forward(self, x, pad):
+      if how == 'max':
+        return x.masked_fill(pad.unsqueeze(-1), torch.finfo(x.dtype).min).amax(1)
+      if how == 'attention':
+        scores = self.energy(torch.tanh(self.keys(x))).squeeze(-1).masked_fill(pad, torch.finfo(x.dtype).min)
+        return ((scores.softmax(-1) * ~pad).unsqueeze(-1) * x).sum(1)
+      weights = (~pad).unsqueeze(-1).float()
+      return (x * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+  return Pool()
 
 
 def _rnn_classifier(torch, cfg):
@@ -65,14 +79,16 @@ def _rnn_classifier(torch, cfg):
                            bidirectional=cfg.bidirectional, dropout=cfg.dropout_rate if cfg.num_layers > 1 else 0.0)
       self.dropout = torch.nn.Dropout(cfg.dropout_rate)
       self.out = torch.nn.Linear(cfg.hidden * directions, cfg.num_classes)
+      self.pooling = cfg.get('pooling', 'last')
+      if self.pooling != 'last':
+        self.pool = _pool(torch, self.pooling, cfg.hidden * directions)
 
     def forward(self, tokens):
       outputs, state = self.rnn(self.dropout(self.embed(tokens)))
-      pooling = cfg.get('pooling', 'last')
-      if pooling == 'last':
+      if self.pooling == 'last':
         h = state[0] if isinstance(state, tuple) else state
         return self.out(self.dropout(torch.cat([h[-1 - d] for d in reversed(range(directions))], dim=-1)))
-      return self.out(self.dropout(_masked_pool(torch, outputs, tokens == 0, pooling)))
+      return self.out(self.dropout(self.pool(outputs, tokens == 0)))
 
   return RNNClassifier()
 
@@ -91,13 +107,15 @@ def _transformer_classifier(torch, cfg):
       self.encoder = torch.nn.TransformerEncoder(layer, cfg.num_layers, enable_nested_tensor=False)
       self.norm = torch.nn.LayerNorm(cfg.d_model)
       self.out = torch.nn.Linear(cfg.d_model, cfg.num_classes)
+      self.pooling = cfg.get('pooling', 'mean')
+      if self.pooling != 'cls':
+        self.pool = _pool(torch, self.pooling, cfg.d_model)
 
     def forward(self, tokens):
       pad = tokens == 0
       x = self.embed(tokens) * math.sqrt(cfg.d_model) + self.positions[:tokens.shape[1]]
       x = self.norm(self.encoder(x, src_key_padding_mask=pad))
-      pooling = cfg.get('pooling', 'mean')
-      return self.out(x[:, 0] if pooling == 'cls' else _masked_pool(torch, x, pad, pooling))
+      return self.out(x[:, 0] if self.pooling == 'cls' else self.pool(x, pad))
 
   return TransformerClassifier()
 

@@ -91,10 +91,14 @@ def test_shapes_params_purity_and_gradients(case):
     dict(name='rnn_classifier', vocab_size=50, embed_dim=16, hidden=32),
     dict(name='rnn_classifier', vocab_size=50, embed_dim=16, hidden=32, cell='gru', bidirectional=True, num_layers=2),
     dict(name='rnn_classifier', vocab_size=50, embed_dim=16, hidden=32, bidirectional=True, pooling='max'),
+    dict(name='rnn_classifier', vocab_size=50, embed_dim=16, hidden=32, bidirectional=True, pooling='attention'),
     dict(name='transformer', vocab_size=50, max_len=32, d_model=32, num_heads=4, num_layers=2, d_ff=64),
     dict(name='transformer', vocab_size=50, max_len=32, d_model=32, num_heads=4, num_layers=1, d_ff=64,
          pooling='max'),
-], ids=['lstm', 'bigru', 'bilstm_max_pool', 'transformer', 'transformer_max_pool'])
+    dict(name='transformer', vocab_size=50, max_len=32, d_model=32, num_heads=4, num_layers=1, d_ff=64,
+         pooling='attention'),
+], ids=['lstm', 'bigru', 'bilstm_max_pool', 'bilstm_attention_pool', 'transformer', 'transformer_max_pool',
+        'transformer_attention_pool'])
 def test_padding_does_not_change_a_sequence_result(kwargs):
   model = build(**kwargs)
   short = tokens(batch=2, length=10, pad_from=[7, 10])
@@ -170,9 +174,23 @@ def test_vae_generates_probabilities_and_samples_differ_per_rng():
     (dict(name='vae'), jnp.ones((2, 32, 32, 3)), 'set config.model.output_dim=3072'),
     (dict(name='rnn_classifier', vocab_size=50), jnp.ones((2, 3, 4), jnp.int32), 'tokens i32[batch, length]'),
     (dict(name='mlp', activation='swish-ish'), jnp.ones((2, 4)), "Unknown activation 'swish-ish'"),
-    (dict(name='rnn_classifier', vocab_size=50, pooling='attention'), tokens(length=5), "use 'last', 'mean', 'max'"),
+    (dict(name='rnn_classifier', vocab_size=50, pooling='sum'), tokens(length=5),
+     "use 'last', 'mean', 'max', 'attention'"),
 ], ids=['too_long', 'resnet_rank', 'vae_size', 'rnn_rank', 'activation', 'rnn_pooling'])
 def test_wrong_inputs_get_clear_errors(kwargs, x, words):
   with pytest.raises(ValueError, match=None) as error:
     build(**kwargs).init(RNGS, x, train=False)
   assert words in str(error.value)
+
+
+def test_attention_pooling_weights_only_real_steps():
+  """Pool('attention'): a convex combination of the real steps (a constant sequence pools to itself)."""
+  from zoo.models.layers import Pool  # pylint: disable=import-outside-toplevel
+  x = jnp.concatenate([jnp.tile(jnp.arange(4.0), (2, 3, 1)), jnp.full((2, 2, 4), 100.0)], axis=1)  # [2, 5, 4]
+  real = jnp.array([[True] * 3 + [False] * 2, [False] * 5])
+  pool = Pool('attention', hidden=8)
+  variables = nn.unbox(pool.init(jax.random.PRNGKey(0), x, real))
+  assert jax.tree.map(jnp.shape, variables['params']) == {'keys': {'kernel': (4, 8)}, 'energy': {'kernel': (8, 1)}}
+  pooled = pool.apply(variables, x, real)
+  np.testing.assert_allclose(pooled[0], jnp.arange(4.0), rtol=1e-6)
+  np.testing.assert_array_equal(pooled[1], 0.0)

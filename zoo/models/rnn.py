@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from zoo.kernels.recurrence import GATES, recurrent_layer
-from zoo.models.layers import POOLINGS, DenseParams, Dropout, dense, masked_pool
+from zoo.models.layers import POOLINGS, DenseParams, Dropout, Pool, dense
 
 
 
@@ -99,8 +99,9 @@ class RNNClassifier(nn.Module):
   """Embedding -> RNNEncoder -> pooling -> dropout -> class logits.
 
   tokens: i32[B, T], right-padded with pad_id -> f32[B, num_classes].
-  pooling: 'last', the last state of each direction; or 'mean' / 'max' over the
-  encoder's outputs at real tokens (a BiLSTM-max sentence encoder, Conneau et al. 2017).
+  pooling: 'last', the last state of each direction; or 'mean', 'max' (a BiLSTM-max
+  sentence encoder, Conneau et al. 2017) or 'attention' (the Flax SST-2 example's)
+  over the encoder's outputs at real tokens (layers.Pool).
   """
   vocab_size: int
   embed_dim: int = 128
@@ -125,7 +126,7 @@ class RNNClassifier(nn.Module):
     x = Dropout(self.dropout_rate, deterministic=not train)(_embed(self.vocab_size, self.embed_dim)(tokens))
     outputs, last = RNNEncoder(self.hidden, self.num_layers, self.cell, self.bidirectional,
                                self.dropout_rate, self.implementation)(x, real.sum(-1), train=train)
-    pooled = last if self.pooling == 'last' else masked_pool(outputs, real, self.pooling)
+    pooled = last if self.pooling == 'last' else Pool(self.pooling)(outputs, real)
     pooled = Dropout(self.dropout_rate, deterministic=not train)(pooled)
     return dense(self.num_classes, ('mlp', 'classes'))(pooled)
 

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from zoo.kernels.attention import attention_weights, dot_product_attention
-from zoo.models.layers import POOLINGS, Dropout, dense, masked_pool, norm_param_init
+from zoo.models.layers import POOLINGS, Dropout, Pool, dense, norm_param_init
 
 
 def sinusoidal_positions(length: int, dim: int) -> np.ndarray:
@@ -83,8 +83,9 @@ class TransformerEncoder(nn.Module):
   """Token embedding + sinusoidal positions, pre-LN encoder blocks, final LayerNorm and a head.
 
   Tokens equal to `pad_id` are masked as keys (and excluded from pooling).
-  head='classify' returns f32[B, num_classes] (pooling 'mean' or 'max' over real
-  tokens, or 'cls': the first token); head='lm' returns f32[B, T, vocab_size].
+  head='classify' returns f32[B, num_classes] (pooling 'mean', 'max' or 'attention'
+  over real tokens (layers.Pool), or 'cls': the first token); head='lm' returns
+  f32[B, T, vocab_size].
 
   Attributes:
     vocab_size, max_len: embedding table size and longest sequence.
@@ -117,7 +118,7 @@ class TransformerEncoder(nn.Module):
                        'raise config.model.max_len or truncate the inputs.')
     if self.head not in ('classify', 'lm') or self.pooling not in POOLINGS + ('cls',):
       raise ValueError(f"head={self.head!r}, pooling={self.pooling!r}: use head 'classify' or 'lm', "
-                       "pooling 'mean', 'max' or 'cls'.")
+                       f"pooling 'cls', {', '.join(map(repr, POOLINGS))}.")
     # Entries start at std 1/sqrt(d_model); the sqrt(d_model) scale below brings them to unit size, on a par
     # with the positions. (At std 1 the scaled tokens, ~14x the positions and the blocks' outputs, left the
     # character LM at bigram level: 2.35 nats/char after 750 steps.)
@@ -134,5 +135,5 @@ class TransformerEncoder(nn.Module):
     x = _layer_norm()(x)
     if self.head == 'lm':
       return dense(self.vocab_size, ('embed', 'vocab'))(x)
-    pooled = x[:, 0] if self.pooling == 'cls' else masked_pool(x, real, self.pooling)
+    pooled = x[:, 0] if self.pooling == 'cls' else Pool(self.pooling)(x, real)
     return dense(self.num_classes, ('embed', 'classes'))(pooled)
