@@ -69,9 +69,9 @@ def active_steps(valid: jax.Array) -> jax.Array:
 
 
 def scan_active(body, carry, xs, steps: jax.Array, *, reverse: bool = False):
-  """`lax.scan(body, carry, xs, reverse=reverse)` over only the first `steps` of the T time steps.
+  """`lax.scan(body, carry, xs, reverse=reverse)` over only the first `steps` entries of xs' leading axis
 
-  The outputs stacked for steps past `steps` are 0. This is exact for the masked
+  (time steps, or chunks of them). The outputs stacked past `steps` are 0. This is exact for the masked
   recurrences here: at a step where every sequence is padding the carry passes
   through unchanged and the outputs (or gradients) are 0. Not differentiable by JAX
   (a loop of dynamic length); the 'fused' recurrences have hand-written backward passes.
@@ -190,7 +190,8 @@ def _fused_forward(cell, x, valid, input_kernel, input_bias, kernel, bias):
     x_chunk, valid_chunk = chunk
     return jax.lax.scan(step, state, (_project(x_chunk, input_kernel, input_bias), valid_chunk), unroll=True)
 
-  state, chunked = scan_active(chunk_body, _initial_state(cell, x, kernel), (_to_chunks(x), _to_chunks(valid)), active_steps(_to_chunks(valid)))
+  chunks = (_to_chunks(x), _to_chunks(valid))
+  state, chunked = scan_active(chunk_body, _initial_state(cell, x, kernel), chunks, active_steps(chunks[1]))
   return chunked, state
 
 
