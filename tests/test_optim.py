@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -88,7 +90,34 @@ def test_l2_and_l1_penalties_respect_the_mask():
     ('name', 'adagrad-ish', 'Unknown optimizer'),
     ('schedule', 'linear-ish', 'Unknown schedule'),
     ('decay_mask', 'weights', 'Unknown decay mask'),
+    ('average_decay', 1.5, 'must lie in'),
+    ('pruning', ml_collections.ConfigDict(dict(sparsity=0.5, scope='kernels', begin_fraction=0.1, end_fraction=0.5,
+                                               every=1)), 'set one of them to 0'),
 ])
 def test_bad_optimizer_settings_name_the_choices(key, value, match):
+  config = _config(**{key: value})
+  if key == 'pruning':
+    config.average_decay = 0.99
   with pytest.raises(ValueError, match=match):
-    optim.build(_config(**{key: value}), total_steps=10)
+    optim.build(config, total_steps=10)
+
+
+def test_params_average_tracks_the_params_and_leaves_the_updates_alone():
+  decay = 0.5
+  tx, _ = optim.build(_config(average_decay=decay), total_steps=10)
+  plain, _ = optim.build(_config(), total_steps=10)
+  params, state, want = PARAMS, tx.init(PARAMS), PARAMS
+  assert optim.averaged_params(plain.init(PARAMS)) is None
+  for n in range(4):
+    grads = jax.tree.map(lambda p: jnp.cos(p) + 0.1, params)
+    updates, state = tx.update(grads, state, params)
+    reference, _ = plain.update(grads, plain.init(params), params)
+    jax.tree.map(np.testing.assert_array_equal, updates, reference)
+    params = optax.apply_updates(params, updates)
+    rate = min(decay, (1 + n) / (10 + n))  # 0.1, 0.18, 0.25, then the decay
+    want = jax.tree.map(lambda a, p: rate * a + (1 - rate) * p, want, params)
+    jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-6), optim.averaged_params(state), want)
+  assert not np.allclose(want['dense']['kernel'], params['dense']['kernel'])
+  # As checkpoint.load_state restores it: NamedTuples as dicts, tuples as lists.
+  restored = [{'count': np.int32(4), 'mu': PARAMS}, {'average': want, 'count': np.int32(4)}]
+  assert optim.averaged_params(restored) is want and optim.averaged_params(restored[:1]) is None

@@ -50,7 +50,7 @@ def default_config(dataset: str = 'mnist') -> ml_collections.ConfigDict:
   config.task = ml_collections.ConfigDict(dict(name='classification'))
   config.optimizer = ml_collections.ConfigDict(dict(
       name='adam', learning_rate=1e-3, schedule='constant', warmup_steps=0, end_learning_rate=0.0,
-      weight_decay=0.0, l2=0.0, l1=0.0, grad_clip_norm=0.0, decay_mask='kernels',
+      weight_decay=0.0, l2=0.0, l1=0.0, grad_clip_norm=0.0, decay_mask='kernels', average_decay=0.0,
       pruning=dict(sparsity=0.0, scope='global', begin_fraction=0.0, end_fraction=0.75, every=50)))
   config.mesh = ml_collections.ConfigDict(dict(axes={'data': -1, 'fsdp': 1, 'tensor': 1}, rules=DEFAULT_RULES, strategy='jit'))
   config.quantization = ml_collections.ConfigDict(dict(aware_training=False))

@@ -143,7 +143,8 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: pathlib.Path | 
 def load_run(workdir: str | pathlib.Path, overrides: list[str] = (), *,
              raw_data_dir: str | None = None) -> tuple[ml_collections.ConfigDict, Experiment, state_lib.TrainState]:
   """(config, experiment, state) of a run folder: its config.json with `overrides` ('a.b=value'),
-  and the latest checkpoint's params and model state on the experiment's mesh. Writes nothing.
+  and the latest checkpoint's params (the optimizer's params average where it keeps one, as the
+  evaluation during training uses) and model state on the experiment's mesh. Writes nothing.
   """
   workdir = pathlib.Path(workdir)
   if not (workdir / 'config.json').exists():
@@ -155,9 +156,10 @@ def load_run(workdir: str | pathlib.Path, overrides: list[str] = (), *,
     saved = load_state(workdir)
   except FileNotFoundError as error:
     raise ConfigError(f'{error} Train the run first (experiments/train.py --workdir={workdir}).') from error
+  average = optim.averaged_params(saved['opt_state'])
   state = experiment.state.replace(
       step=jax.device_put(saved['step'], experiment.shardings.step),
-      params=jax.device_put(saved['params'], experiment.shardings.params),
+      params=jax.device_put(saved['params'] if average is None else average, experiment.shardings.params),
       model_state=jax.device_put(saved['model_state'], experiment.shardings.model_state))
   return config, experiment, state
 

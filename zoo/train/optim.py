@@ -3,14 +3,15 @@
 The optimizer is one chain, in this order:
   clip_by_global_norm -> coupled penalties (L2, L1, added to the gradient)
   -> the method's scaling (sgd, momentum, nesterov, adam, adamw, rmsprop)
-  -> decoupled weight decay -> -learning_rate(step) -> [gradual magnitude pruning].
+  -> decoupled weight decay -> -learning_rate(step) -> [gradual magnitude pruning]
+  -> [params average].
 Penalties and weight decay use a mask: 'all' params, or 'kernels' (params
 with ndim >= 2, which leaves out biases and norm scales).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -68,6 +69,52 @@ def add_l1_penalty(l1: float, mask: Any = None) -> optax.GradientTransformation:
   return optax.masked(transform, mask) if mask is not None else transform
 
 
+class ParamsAverageState(NamedTuple):
+  """count: i32[] updates averaged so far; average: a moving average of the params (like params)."""
+  count: jax.Array
+  average: Any
+
+
+def params_average(decay: float) -> optax.GradientTransformation:
+  """Keeps an exponential moving average of the params after each update, for evaluation.
+
+  Polyak averaging with the rate of TF's ExponentialMovingAverage(num_updates):
+  average = r * average + (1 - r) * new params, r = min(decay, (1 + n) / (10 + n)) at
+  the n-th update, so the first updates are not held back by the initial params.
+  Must be the chain's last transformation (it needs the final updates). Updates
+  pass through unchanged; `averaged_params` reads the average from the optimizer state.
+  """
+  def init(params):
+    return ParamsAverageState(jnp.zeros((), jnp.int32), jax.tree.map(jnp.array, params))
+
+  def update(updates, state, params):
+    if params is None:
+      raise ValueError('params_average needs params passed to update().')
+    count = state.count.astype(jnp.float32)
+    rate = jnp.minimum(decay, (1.0 + count) / (10.0 + count))
+    average = jax.tree.map(lambda a, p, u: rate * a + (1.0 - rate) * (p + u), state.average, params, updates)
+    return updates, ParamsAverageState(state.count + 1, average)
+
+  return optax.GradientTransformation(init, update)
+
+
+def averaged_params(opt_state: Any) -> Any | None:
+  """The params average that `params_average` keeps in `opt_state`, or None if the optimizer keeps none.
+
+  opt_state may be typed (optax states) or the dicts and lists that checkpoint.load_state restores.
+  """
+  if isinstance(opt_state, ParamsAverageState):
+    return opt_state.average
+  if isinstance(opt_state, dict):
+    if set(opt_state) == set(ParamsAverageState._fields):
+      return opt_state['average']
+    opt_state = list(opt_state.values())
+  if not isinstance(opt_state, (list, tuple)):
+    return None
+  found = [average for average in map(averaged_params, opt_state) if average is not None]
+  return found[0] if found else None
+
+
 def _scaling(config: ml_collections.ConfigDict) -> list[optax.GradientTransformation]:
   name = config.name
   if name == 'sgd':
@@ -90,7 +137,8 @@ def build(config: ml_collections.ConfigDict, total_steps: int) -> tuple[optax.Gr
   Keys: name, learning_rate, schedule (+ its options), momentum, b1, b2, eps,
   decay, grad_clip_norm, weight_decay (decoupled; 'adamw' defaults to 1e-4),
   l2, l1, decay_mask ('kernels' or 'all'), pruning (sparsity > 0 turns on gradual
-  magnitude pruning of the kernels: scope, begin/end as fractions of the run, every).
+  magnitude pruning of the kernels: scope, begin/end as fractions of the run, every),
+  average_decay (> 0: evaluate a moving average of the params, see `params_average`).
   """
   schedule = build_schedule(config, total_steps)
   mask = decay_mask(config.get('decay_mask', 'kernels'))
@@ -111,4 +159,11 @@ def build(config: ml_collections.ConfigDict, total_steps: int) -> tuple[optax.Gr
     begin, end = int(pruning.begin_fraction * total_steps), int(pruning.end_fraction * total_steps)
     chain.append(compress.gradual_pruning(compress.polynomial_sparsity(pruning.sparsity, begin, end), begin, end,
                                           pruning.every, pruning.scope))
+  if config.get('average_decay'):
+    if pruning and pruning.sparsity > 0:
+      raise ConfigError('config.optimizer.average_decay with pruning would evaluate an average of pruned and '
+                        'unpruned weights, which is not sparse; set one of them to 0.')
+    if not 0.0 < config.average_decay < 1.0:
+      raise ConfigError(f'config.optimizer.average_decay={config.average_decay} must lie in (0, 1), e.g. 0.999.')
+    chain.append(params_average(config.average_decay))
   return optax.chain(*chain), schedule
