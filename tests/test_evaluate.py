@@ -38,6 +38,7 @@ def test_evaluate_reproduces_the_runs_test_metrics_and_writes_nothing(sst2_run, 
   test_row = read_metrics(workdir / 'metrics.jsonl')[-1]
   assert scores['split'] == 'validation' and scores['step'] == 10
   assert scores['accuracy'] == pytest.approx(test_row['accuracy'], abs=1e-7)
+  assert scores['loss'] == pytest.approx(test_row['loss'], rel=1e-6)
   assert tree_digest(workdir) == before
 
 

@@ -114,19 +114,15 @@ def test_a_nonfinite_step_changes_nothing_but_the_step_counter():
     assert_trees_equal(getattr(bad, field), getattr(good, field))
 
 
-def test_eval_step_evaluates_the_params_average_when_the_optimizer_keeps_one():
+def test_the_loop_evaluates_the_params_average_when_the_optimizer_keeps_one():
   from zoo.train import optim  # pylint: disable=import-outside-toplevel
-  from zoo.train.step import eval_step  # pylint: disable=import-outside-toplevel
-  model = MLP(widths=(16,), num_classes=3)
-  x, labels = jax.random.normal(jax.random.key(0), (8, 5)), jnp.arange(8) % 3
-  params = nn.meta.unbox(model.init(jax.random.key(1), x, train=False))['params']
-  task = Classification(model)
+  from zoo.train.loop import for_evaluation  # pylint: disable=import-outside-toplevel
+  params = {'dense': {'kernel': jnp.ones((2, 3)), 'bias': jnp.zeros(3)}}
   tx = optax.chain(optax.sgd(0.1), optim.params_average(0.99))
   state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), model_state={},
                      rng=jax.random.key_data(jax.random.key(2)))
-  zeroed = state.replace(opt_state=(state.opt_state[0], state.opt_state[1]._replace(
-      average=jax.tree.map(jnp.zeros_like, params))))
-  batch = {'image': x, 'label': labels}
-  with_average, plain = eval_step(zeroed, batch, task=task), eval_step(state.replace(opt_state=()), batch, task=task)
-  np.testing.assert_allclose(with_average['loss'], 8 * np.log(3.0), rtol=1e-5)  # zero params: uniform logits
-  assert not np.isclose(plain['loss'], with_average['loss'])
+  average = jax.tree.map(lambda p: p + 1.0, params)
+  averaged = state.replace(opt_state=(state.opt_state[0], state.opt_state[1]._replace(average=average)))
+  assert for_evaluation(averaged).params is average and for_evaluation(averaged).opt_state is averaged.opt_state
+  plain = state.replace(opt_state=optax.sgd(0.1).init(params))
+  assert for_evaluation(plain) is plain

@@ -41,6 +41,12 @@ def total_train_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -
   return int(config.num_epochs * steps_per_epoch)
 
 
+def for_evaluation(state: state_lib.TrainState) -> state_lib.TrainState:
+  """`state` with the optimizer's params average as its params where it keeps one (optimizer.average_decay)."""
+  average = optim.averaged_params(state.opt_state)
+  return state if average is None else state.replace(params=average)
+
+
 def evaluate(eval_step, state, pipeline: Pipeline, split: str, batch_size: int, strategy) -> dict[str, float]:
   """Mean metrics over every example of `split` (padding excluded); `state` in the strategy's layout."""
   sums = None
@@ -239,7 +245,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
           saved_metrics.update({f'train_{k}': v for k, v in means.items()})
           pending, window_start = [], time.time()
         if step % config.eval_every == 0 or last:
-          eval_metrics = evaluate(eval_step, state, pipeline, config.data.eval_split,
+          eval_metrics = evaluate(eval_step, for_evaluation(state), pipeline, config.data.eval_split,
                                   config.data.eval_batch_size, strategy)
           writer.write(step, 'eval', eval_metrics)
           evaluated_at = step, eval_metrics
@@ -253,8 +259,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     if config.data.test_split == config.data.eval_split and evaluated_at and evaluated_at[0] == step:
       test_metrics = evaluated_at[1]
     else:
-      test_metrics = evaluate(eval_step, state, pipeline, config.data.test_split, config.data.eval_batch_size,
-                              strategy)
+      test_metrics = evaluate(eval_step, for_evaluation(state), pipeline, config.data.test_split,
+                              config.data.eval_batch_size, strategy)
     writer.write(step, 'test', test_metrics)
   finally:
     progress.close()

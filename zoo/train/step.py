@@ -12,7 +12,6 @@ import optax
 
 from zoo.compress import quantization
 from zoo.errors import ConfigError
-from zoo.train.optim import averaged_params
 from zoo.train.state import TrainState
 
 
@@ -119,13 +118,8 @@ def train_step(state: TrainState, batch: dict, *, task, tx: optax.GradientTransf
 
 
 def eval_step(state: TrainState, batch: dict, *, task, compute_dtype: jnp.dtype | None = None) -> dict:
-  """Metric sums over one (possibly padded) batch; see the task's eval_sums.
-
-  Evaluates the optimizer's params average where it keeps one (config.optimizer.average_decay).
-  """
-  params = averaged_params(state.opt_state)
-  params = state.params if params is None else params
-  return task.eval_sums(cast_floats(params, compute_dtype), cast_floats(state.model_state, compute_dtype),
+  """Metric sums over one (possibly padded) batch; see the task's eval_sums."""
+  return task.eval_sums(cast_floats(state.params, compute_dtype), cast_floats(state.model_state, compute_dtype),
                         cast_model_input(batch, task.input_key, compute_dtype))
 
 
