@@ -179,6 +179,8 @@ def build_step(config: ml_collections.ConfigDict, batch: dict, seed: int) -> tup
   labels = torch.from_numpy(generator.integers(0, cfg.get('num_classes', 2), x.shape[0])).long()
   optimizer = _optimizer(torch, model.parameters(), config.optimizer)
   clip = config.optimizer.get('grad_clip_norm', 0.0)
+  average_decay = config.optimizer.get('average_decay', 0.0)
+  average = [p.detach().clone() for p in model.parameters()] if average_decay else []
   model.train()
 
   def loss_fn():
@@ -194,5 +196,8 @@ def build_step(config: ml_collections.ConfigDict, batch: dict, seed: int) -> tup
     if clip:
       torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
     optimizer.step()
+    if average:  # the params average of zoo.train.optim.params_average, at its long-run rate
+      with torch.no_grad():
+        torch._foreach_lerp_(average, [p.detach() for p in model.parameters()], 1.0 - average_decay)  # pylint: disable=protected-access
 
   return step, {'torch_version': torch.__version__, 'torch_threads': torch.get_num_threads()}
