@@ -176,14 +176,18 @@ def _from_chunks(x, length: int):
 
 
 def _project(x, input_kernel, input_bias):
-  """x: [C, B, D] -> x @ input_kernel + input_bias: [C, B, G*H]; x itself when input_kernel is None."""
+  """x: [T or C, B, D] -> x @ input_kernel + input_bias: [T or C, B, G*H]; x itself when input_kernel is None."""
   if input_kernel is None:
     return x
   return jnp.einsum('cbd,dg->cbg', x, input_kernel) + input_bias
 
 
 def _fused_forward(cell, x, valid, input_kernel, input_bias, kernel, bias):
-  """The forward loop over the chunks up to the longest sequence -> (chunked (out, h_prev, *residuals), state)."""
+  """The forward loop over the chunks up to the longest sequence.
+
+  Returns (outputs [T, B, H], state, residuals for `_fused_bwd`: chunked (h_prev, *cell residuals),
+  chunked x and valid, and the number of active chunks).
+  """
   step = _forward_step(cell, kernel, bias)
 
   def chunk_body(state, chunk):
@@ -191,24 +195,25 @@ def _fused_forward(cell, x, valid, input_kernel, input_bias, kernel, bias):
     return jax.lax.scan(step, state, (_project(x_chunk, input_kernel, input_bias), valid_chunk), unroll=True)
 
   chunks = (_to_chunks(x), _to_chunks(valid))
-  state, chunked = scan_active(chunk_body, _initial_state(cell, x, kernel), chunks, active_steps(chunks[1]))
-  return chunked, state
+  active = active_steps(chunks[1])
+  state, (outputs, *saved) = scan_active(chunk_body, _initial_state(cell, x, kernel), chunks, active)
+  return _from_chunks(outputs, x.shape[0]), state, (tuple(saved), *chunks, active)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _fused(cell, x, valid, input_kernel, input_bias, kernel, bias):
   """The 'fused' recurrence of `cell` over x @ input_kernel + input_bias (over x when input_kernel is None)."""
-  chunked, state = _fused_forward(cell, x, valid, input_kernel, input_bias, kernel, bias)
-  return _from_chunks(chunked[0], x.shape[0]), state
+  outputs, state, _ = _fused_forward(cell, x, valid, input_kernel, input_bias, kernel, bias)
+  return outputs, state
 
 
 def _fused_fwd(cell, x, valid, input_kernel, input_bias, kernel, bias):
-  chunked, state = _fused_forward(cell, x, valid, input_kernel, input_bias, kernel, bias)
-  return (_from_chunks(chunked[0], x.shape[0]), state), (chunked[1:], x, valid, input_kernel, input_bias, kernel, bias)
+  outputs, state, residuals = _fused_forward(cell, x, valid, input_kernel, input_bias, kernel, bias)
+  return (outputs, state), residuals + (input_kernel, input_bias, kernel, bias)
 
 
 def _fused_bwd(cell, residuals, cotangents):
-  saved, x, valid, input_kernel, input_bias, kernel, bias = residuals
+  saved, x_chunks, valid_chunks, active, input_kernel, input_bias, kernel, bias = residuals
   d_outputs, d_state = cotangents
   step = _backward_step(cell, kernel)
   projects = input_kernel is not None
@@ -222,16 +227,16 @@ def _fused_bwd(cell, residuals, cotangents):
     chunk_grads = weight_grads(h_prev, dz_recurrent)
     if projects:
       chunk_grads += weight_grads(x_chunk, dz_input)
-      dz_input = jnp.einsum('cbg,dg->cbd', dz_input, input_kernel).astype(x.dtype)
+      dz_input = jnp.einsum('cbg,dg->cbd', dz_input, input_kernel).astype(x_chunks.dtype)
     return (d_state, jax.tree.map(jnp.add, grads, chunk_grads)), dz_input
 
   weights = (kernel, bias) + ((input_kernel, input_bias) if projects else ())
   grads = tuple(jnp.zeros(w.shape, jnp.float32) for w in weights)
-  chunks = (_to_chunks(d_outputs), _to_chunks(valid), _to_chunks(x)) + saved
-  (_, grads), dx = scan_active(chunk_body, (d_state, grads), chunks, active_steps(chunks[1]), reverse=True)
+  chunks = (_to_chunks(d_outputs), valid_chunks, x_chunks) + saved
+  (_, grads), dx = scan_active(chunk_body, (d_state, grads), chunks, active, reverse=True)
   d_kernel, d_bias, *d_input = (g.astype(w.dtype) for g, w in zip(grads, weights))
   d_input_kernel, d_input_bias = d_input or (None, None)
-  return _from_chunks(dx, x.shape[0]), None, d_input_kernel, d_input_bias, d_kernel, d_bias
+  return _from_chunks(dx, d_outputs.shape[0]), None, d_input_kernel, d_input_bias, d_kernel, d_bias
 
 
 _fused.defvjp(_fused_fwd, _fused_bwd)
@@ -282,5 +287,4 @@ def recurrent_layer(cell: str, x, valid, input_kernel, input_bias, kernel, bias,
   implementation = resolve(implementation)
   if implementation == 'fused':
     return _fused(cell, x, valid, input_kernel, input_bias, kernel, bias)
-  projected = jnp.einsum('tbd,dg->tbg', x, input_kernel) + input_bias
-  return recurrence(cell, projected, valid, kernel, bias, implementation=implementation)
+  return recurrence(cell, _project(x, input_kernel, input_bias), valid, kernel, bias, implementation=implementation)
