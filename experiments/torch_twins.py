@@ -180,7 +180,8 @@ def build_step(config: ml_collections.ConfigDict, batch: dict, seed: int) -> tup
   optimizer = _optimizer(torch, model.parameters(), config.optimizer)
   clip = config.optimizer.get('grad_clip_norm', 0.0)
   average_decay = config.optimizer.get('average_decay', 0.0)
-  average = [p.detach().clone() for p in model.parameters()] if average_decay else []
+  weights = [p.detach() for p in model.parameters()]  # share storage: they follow the optimizer's in-place updates
+  average = [w.clone() for w in weights] if average_decay else []
   model.train()
 
   def loss_fn():
@@ -198,6 +199,6 @@ def build_step(config: ml_collections.ConfigDict, batch: dict, seed: int) -> tup
     optimizer.step()
     if average:  # the params average of zoo.train.optim.params_average, at its long-run rate
       with torch.no_grad():
-        torch._foreach_lerp_(average, [p.detach() for p in model.parameters()], 1.0 - average_decay)  # pylint: disable=protected-access
+        torch._foreach_lerp_(average, weights, 1.0 - average_decay)  # pylint: disable=protected-access
 
   return step, {'torch_version': torch.__version__, 'torch_threads': torch.get_num_threads()}
