@@ -43,6 +43,11 @@ _TRANSFORMER_SIZES = flags.DEFINE_list('transformer_sizes', ['zoo_cpu_suite', 'b
 _TRANSFORMER_ATTENTION = flags.DEFINE_list('transformer_attention', ['auto'], 'Attention implementations tried.')
 _TRANSFORMER_DTYPES = flags.DEFINE_list('transformer_dtypes', ['float32', 'bfloat16'], 'Compute dtypes tried.')
 _REPEATS = flags.DEFINE_integer('repeats', 10, 'Timed calls per case (after 2 warm-up calls).')
+_RECURRENCE_CHUNKS = flags.DEFINE_list('recurrence_chunks', [], "Steps per chunk tried for 'fused' "
+                                       "(default: the backend's, recurrence.chunk_steps()).")
+_RECURRENCE_CELLS = flags.DEFINE_list('recurrence_cells', ['lstm', 'gru'], 'Cells benchmarked.')
+_RECURRENCE_LAYER = flags.DEFINE_bool('recurrence_layer', True, 'Also time recurrent_layer (input projection '
+                                      'included, D = H).')
 
 
 def emit(record: dict) -> None:
@@ -86,11 +91,15 @@ def recurrence_inputs(cell, dtype, batch, length, hidden, seed=0):
   return projected, valid, kernel, bias
 
 
-def recurrence_grad(cell, implementation, valid):
-  def loss(projected, kernel, bias):
-    outputs, state = recurrence.recurrence(cell, projected, valid, kernel, bias, implementation=implementation)
+def recurrence_grad(cell, implementation, valid, layer=False, chunk=None):
+  """jit(value_and_grad) of a loss over `recurrence` (args: projected, kernel, bias) or, with `layer`,
+  over `recurrent_layer` (args: x, input_kernel, input_bias, kernel, bias)."""
+  run = recurrence.recurrent_layer if layer else recurrence.recurrence
+
+  def loss(*args):
+    outputs, state = run(cell, args[0], valid, *args[1:], implementation=implementation, chunk=chunk)
     return outputs.astype(jnp.float32).sum() + sum((s.astype(jnp.float32) ** 2).sum() for s in state)
-  return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
+  return jax.jit(jax.value_and_grad(loss, argnums=tuple(range(5 if layer else 3))))
 
 
 def attention_inputs(dtype, batch, length, heads, head_dim, seed=1):
@@ -177,19 +186,27 @@ def attention_benchmarks() -> None:
 
 
 def recurrence_benchmarks() -> None:
-  for cell in ('lstm', 'gru'):
+  chunks = [int(c) for c in _RECURRENCE_CHUNKS.value] or [recurrence.chunk_steps()]
+  variants = [('scan', None)] + [('fused', chunk) for chunk in chunks]
+  for cell in _RECURRENCE_CELLS.value:
     for length in (128, 512):
       for hidden in (256, 1024):
-        inputs = recurrence_inputs(cell, 'float32', batch=64, length=length, hidden=hidden)
+        projected, valid, kernel, bias = recurrence_inputs(cell, 'float32', batch=64, length=length, hidden=hidden)
+        x = projected[..., :hidden]
+        input_kernel = (jax.random.normal(jax.random.key(5), (hidden, kernel.shape[1])) / np.sqrt(hidden))
+        cases = [('fwd_bwd', False, (projected, kernel, bias))]
+        if _RECURRENCE_LAYER.value:
+          cases.append(('layer_fwd_bwd', True, (x, input_kernel, bias, kernel, bias)))
         # The Pallas kernel is 10-200x slower (benchmarks/README.md): timed at the smallest size only.
-        for implementation in ('scan', 'fused') + (('pallas',) if (length, hidden) == (128, 256) else ()):
+        pallas = [('pallas', None)] if (length, hidden) == (128, 256) else []
+        for (name, layer, args), (implementation, chunk) in itertools.product(cases, variants + pallas):
+          record = {'bench': f'{cell}_{name}', 'implementation': implementation, 'chunk': chunk, 'B': 64,
+                    'T': length, 'H': hidden, 'dtype': 'float32'}
           try:
-            ms = median_ms(recurrence_grad(cell, implementation, inputs[1]), inputs[0], *inputs[2:])
-            emit({'bench': f'{cell}_fwd_bwd', 'implementation': implementation, 'B': 64, 'T': length,
-                  'H': hidden, 'dtype': 'float32', 'ms': round(ms, 3)})
+            record['ms'] = round(median_ms(recurrence_grad(cell, implementation, valid, layer, chunk), *args), 3)
           except Exception as error:  # pylint: disable=broad-except
-            emit({'bench': f'{cell}_fwd_bwd', 'implementation': implementation, 'T': length, 'H': hidden,
-                  'error': repr(error)[:300]})
+            record['error'] = repr(error)[:300]
+          emit(record)
 
 
 # (name, d_model, heads, layers, d_ff, length, batch): the CPU suite's size and a BERT-base-sized encoder.

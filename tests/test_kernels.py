@@ -69,10 +69,9 @@ def test_fused_stops_at_the_longest_sequence_and_still_matches_the_reference(cel
 
 
 @pytest.mark.parametrize('cell', ['lstm', 'gru'])
-@pytest.mark.parametrize('longest', [9, 6, 0])
-def test_fused_layer_projects_chunk_by_chunk_and_matches_the_reference(cell, longest):
-  """recurrent_layer: 'fused' projects the input inside its loops (9 steps = 3 chunks, the last one padded)."""
-  assert recurrence.CHUNK < 9 and 9 % recurrence.CHUNK
+@pytest.mark.parametrize('longest,chunk', [(9, 4), (6, 4), (0, 4), (9, 2), (5, 16)])
+def test_fused_layer_projects_chunk_by_chunk_and_matches_the_reference(cell, longest, chunk):
+  """recurrent_layer: 'fused' projects the input inside its loops (9 steps in chunks, the last one padded)."""
   projected, valid, kernel, bias = _recurrence_inputs(cell, jnp.float32, length=9, longest=longest)
   keys = jax.random.split(jax.random.key(3), 3)
   x = jax.random.normal(keys[0], projected.shape[:2] + (6,))
@@ -81,7 +80,8 @@ def test_fused_layer_projects_chunk_by_chunk_and_matches_the_reference(cell, lon
 
   def loss_and_grads(implementation):
     def loss(*weights):
-      outputs, state = recurrence.recurrent_layer(cell, weights[0], valid, *weights[1:], implementation=implementation)
+      outputs, state = recurrence.recurrent_layer(cell, weights[0], valid, *weights[1:], implementation=implementation,
+                                                  chunk=chunk)
       return (outputs * jnp.linspace(-1.0, 1.0, outputs.size).reshape(outputs.shape)).sum() + sum(
           (s ** 2).sum() for s in state)
     return jax.jit(jax.value_and_grad(loss, argnums=range(5)))(x, input_kernel, input_bias, kernel, bias)

@@ -131,6 +131,18 @@ def test_transformer_with_bf16_params_multiplies_in_bf16():
   assert dots and all(var.aval.dtype == jnp.bfloat16 for eqn in dots for var in eqn.invars), dots
 
 
+def test_transformer_configured_for_cudnn_initializes_in_f32_off_gpu():
+  """Init traces 'xla' attention: a 'cudnn' model (half precision on GPU only) still gets its f32 params here."""
+  kwargs = dict(name='transformer', vocab_size=50, max_len=16, d_model=32, num_heads=2, num_layers=1, d_ff=64,
+                num_classes=2)
+  x = tokens(length=16)
+  params = build(**kwargs, attention='cudnn').init(RNGS, x, train=False)
+  reference = build(**kwargs, attention='xla').init(RNGS, x, train=False)
+  jax.tree.map(np.testing.assert_array_equal, params, reference)
+  with pytest.raises(RuntimeError, match='cuDNN'):  # applying it still goes to the kernel asked for
+    build(**kwargs, attention='cudnn').apply(params, x, train=False)
+
+
 def test_causal_mask_blocks_the_future():
   model = build(name='transformer', vocab_size=50, max_len=16, d_model=32, num_heads=4, num_layers=2, d_ff=64,
                 causal=True, head='lm')

@@ -38,7 +38,11 @@ from absl import logging
 
 GATES = {'lstm': 4, 'gru': 3}
 IMPLEMENTATIONS = ('scan', 'fused', 'pallas', 'auto')
-CHUNK = 4  # time steps per input-projection matmul in 'fused' (see the module docstring)
+# Time steps per chunk in 'fused', by backend (see the module docstring): on CPU a chunk's
+# working set must stay in L2; on GPU every step is a few small kernels, and a longer
+# unrolled chunk saves loop overhead (H100, B=64: 16 steps 1.1-1.5x faster than 4).
+CHUNK_STEPS = {'cpu': 4, 'gpu': 16}
+DEFAULT_CHUNK_STEPS = 4
 
 
 def lstm_cell(zx, h, c, kernel, bias):
@@ -164,14 +168,19 @@ def weight_grads(h_prev, dz_recurrent):
   return d_kernel, dz_recurrent.sum((0, 1), dtype=jnp.float32)
 
 
-def _to_chunks(x):
-  """[T, ...] -> [ceil(T / CHUNK), CHUNK, ...], padded at the end with 0 (False for masks)."""
-  x = jnp.pad(x, [(0, -x.shape[0] % CHUNK)] + [(0, 0)] * (x.ndim - 1))
-  return x.reshape((-1, CHUNK) + x.shape[1:])
+def chunk_steps(backend: str | None = None) -> int:
+  """'fused' time steps per chunk on `backend` (default: JAX's)."""
+  return CHUNK_STEPS.get(backend or jax.default_backend(), DEFAULT_CHUNK_STEPS)
+
+
+def _to_chunks(x, chunk: int):
+  """[T, ...] -> [ceil(T / chunk), chunk, ...], padded at the end with 0 (False for masks)."""
+  x = jnp.pad(x, [(0, -x.shape[0] % chunk)] + [(0, 0)] * (x.ndim - 1))
+  return x.reshape((-1, chunk) + x.shape[1:])
 
 
 def _from_chunks(x, length: int):
-  """[N, CHUNK, ...] -> [length, ...]: the inverse of `_to_chunks`."""
+  """[N, chunk, ...] -> [length, ...]: the inverse of `_to_chunks`."""
   return x.reshape((-1,) + x.shape[2:])[:length]
 
 
@@ -182,7 +191,7 @@ def _project(x, input_kernel, input_bias):
   return jnp.einsum('cbd,dg->cbg', x, input_kernel) + input_bias
 
 
-def _fused_forward(cell, x, valid, input_kernel, input_bias, kernel, bias):
+def _fused_forward(cell, chunk, x, valid, input_kernel, input_bias, kernel, bias):
   """The forward loop over the chunks up to the longest sequence.
 
   Returns (outputs [T, B, H], state, residuals for `_fused_bwd`: chunked (h_prev, *cell residuals),
@@ -194,25 +203,26 @@ def _fused_forward(cell, x, valid, input_kernel, input_bias, kernel, bias):
     x_chunk, valid_chunk = chunk
     return jax.lax.scan(step, state, (_project(x_chunk, input_kernel, input_bias), valid_chunk), unroll=True)
 
-  chunks = (_to_chunks(x), _to_chunks(valid))
+  chunks = (_to_chunks(x, chunk), _to_chunks(valid, chunk))
   active = active_steps(chunks[1])
   state, (outputs, *saved) = scan_active(chunk_body, _initial_state(cell, x, kernel), chunks, active)
   return _from_chunks(outputs, x.shape[0]), state, (tuple(saved), *chunks, active)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _fused(cell, x, valid, input_kernel, input_bias, kernel, bias):
-  """The 'fused' recurrence of `cell` over x @ input_kernel + input_bias (over x when input_kernel is None)."""
-  outputs, state, _ = _fused_forward(cell, x, valid, input_kernel, input_bias, kernel, bias)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _fused(cell, chunk, x, valid, input_kernel, input_bias, kernel, bias):
+  """The 'fused' recurrence of `cell` over x @ input_kernel + input_bias (over x when input_kernel is None),
+  in chunks of `chunk` steps."""
+  outputs, state, _ = _fused_forward(cell, chunk, x, valid, input_kernel, input_bias, kernel, bias)
   return outputs, state
 
 
-def _fused_fwd(cell, x, valid, input_kernel, input_bias, kernel, bias):
-  outputs, state, residuals = _fused_forward(cell, x, valid, input_kernel, input_bias, kernel, bias)
+def _fused_fwd(cell, chunk, x, valid, input_kernel, input_bias, kernel, bias):
+  outputs, state, residuals = _fused_forward(cell, chunk, x, valid, input_kernel, input_bias, kernel, bias)
   return (outputs, state), residuals + (input_kernel, input_bias, kernel, bias)
 
 
-def _fused_bwd(cell, residuals, cotangents):
+def _fused_bwd(cell, chunk, residuals, cotangents):
   saved, x_chunks, valid_chunks, active, input_kernel, input_bias, kernel, bias = residuals
   d_outputs, d_state = cotangents
   step = _backward_step(cell, kernel)
@@ -232,7 +242,7 @@ def _fused_bwd(cell, residuals, cotangents):
 
   weights = (kernel, bias) + ((input_kernel, input_bias) if projects else ())
   grads = tuple(jnp.zeros(w.shape, jnp.float32) for w in weights)
-  chunks = (_to_chunks(d_outputs), valid_chunks, x_chunks) + saved
+  chunks = (_to_chunks(d_outputs, chunk), valid_chunks, x_chunks) + saved
   (_, grads), dx = scan_active(chunk_body, (d_state, grads), chunks, active, reverse=True)
   d_kernel, d_bias, *d_input = (g.astype(w.dtype) for g, w in zip(grads, weights))
   d_input_kernel, d_input_bias = d_input or (None, None)
@@ -263,8 +273,12 @@ def _check_cell(cell: str) -> None:
     raise ValueError(f'Unknown cell {cell!r}; use one of: {", ".join(GATES)}.')
 
 
-def recurrence(cell: str, projected, valid, kernel, bias, *, implementation: str = 'auto'):
-  """Runs `cell` ('lstm' or 'gru') over time-major `projected` with the chosen implementation."""
+def recurrence(cell: str, projected, valid, kernel, bias, *, implementation: str = 'auto',
+               chunk: int | None = None):
+  """Runs `cell` ('lstm' or 'gru') over time-major `projected` with the chosen implementation.
+
+  chunk: 'fused' time steps per chunk (None: `chunk_steps()` for the backend).
+  """
   _check_cell(cell)
   implementation = resolve(implementation)
   if implementation == 'pallas':
@@ -272,10 +286,11 @@ def recurrence(cell: str, projected, valid, kernel, bias, *, implementation: str
     return pallas_recurrence.recurrence(cell, projected, valid, kernel, bias)
   if implementation == 'scan':
     return scan_reference(cell, projected, valid, kernel, bias)
-  return _fused(cell, projected, valid, None, None, kernel, bias)
+  return _fused(cell, chunk or chunk_steps(), projected, valid, None, None, kernel, bias)
 
 
-def recurrent_layer(cell: str, x, valid, input_kernel, input_bias, kernel, bias, *, implementation: str = 'auto'):
+def recurrent_layer(cell: str, x, valid, input_kernel, input_bias, kernel, bias, *, implementation: str = 'auto',
+                    chunk: int | None = None):
   """`recurrence` over the input projection x @ input_kernel + input_bias.
 
   x: [T, B, D], input_kernel: [D, G*H], input_bias: [G*H]; the rest as in `recurrence`.
@@ -286,5 +301,5 @@ def recurrent_layer(cell: str, x, valid, input_kernel, input_bias, kernel, bias,
   _check_cell(cell)
   implementation = resolve(implementation)
   if implementation == 'fused':
-    return _fused(cell, x, valid, input_kernel, input_bias, kernel, bias)
+    return _fused(cell, chunk or chunk_steps(), x, valid, input_kernel, input_bias, kernel, bias)
   return recurrence(cell, _project(x, input_kernel, input_bias), valid, kernel, bias, implementation=implementation)

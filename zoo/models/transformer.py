@@ -49,8 +49,10 @@ class MultiHeadSelfAttention(nn.Module):
         kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), ('embed', 'heads', 'kv')),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ('heads', 'kv')))
     query, key, value = projection('query')(x), projection('key')(x), projection('value')(x)
+    # Init only needs shapes, and runs in the params' f32: 'xla' there lets a half-precision kernel
+    # ('cudnn') be configured for training under compute_dtype without failing at init.
     attended = dot_product_attention(query, key, value, key_valid, causal=self.causal,
-                                     implementation=self.attention)
+                                     implementation='xla' if self.is_initializing() else self.attention)
     if self.is_mutable_collection('intermediates'):  # attention maps for inspection (zoo.inspect)
       self.sow('intermediates', 'attention_weights', attention_weights(query, key, key_valid, self.causal))
     out = nn.DenseGeneral(
