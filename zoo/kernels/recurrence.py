@@ -11,21 +11,21 @@ Implementations:
   'scan'   the reference: `lax.scan` over the cell, differentiated by JAX.
   'fused'  the same forward, with a `custom_vjp` whose backward loop does only the
            dz @ W^T matmul per step and accumulates the weight gradients as one
-           [H, C*B] x [C*B, G*H] matmul per chunk of C = CHUNK steps (autodiff of scan
-           does a small matmul per step). Both loops stop at the batch's longest
-           sequence: a padded batch of SST-2 sentences is ~40% padding past its
-           longest sentence, and those steps change nothing. `recurrent_layer` also
-           moves the input projection into the loops, one [C*B, D] x [D, G*H] matmul per
-           chunk, so that it and its gradients skip the padded tail too. With 4 steps a
-           chunk's working set stays in L2; 8 steps made the SST-2 LSTM step 1.4x slower.
-           The SST-2 LSTM's train step on 2 CPU cores: 'scan' 178 ms, 'fused' 98 ms.
+           [H, C*B] x [C*B, G*H] matmul per chunk of C steps (autodiff of scan does a
+           small matmul per step). Both loops stop at the batch's longest sequence:
+           a padded batch of SST-2 sentences is ~40% padding past its longest
+           sentence, and those steps change nothing. `recurrent_layer` also moves the
+           input projection into the loops, one [C*B, D] x [D, G*H] matmul per chunk,
+           so that it and its gradients skip the padded tail too. C is per backend
+           (`CHUNK_STEPS`). The SST-2 LSTM's train step on 2 CPU cores: 'scan' 178 ms,
+           'fused' 98 ms; on an H100 (B=64, T 128-512, H 256-1024) 'fused' is 1.4-2.2x
+           faster than 'scan'.
   'pallas' a Pallas kernel with the time loop inside (zoo.kernels.pallas_recurrence). It matches
            the reference in interpret mode (CPU tests) and, compiled, on an H100 (f32 forward 3e-7,
            gradients 1e-4 against a full-precision scan; bf16 4e-3), but it runs one program per
            16 sequences and is 10-25x slower there than 'fused' (benchmarks/README.md), so 'auto'
            never picks it.
-  'auto'   'fused' on every backend: on an H100 it was 1.6-2.0x faster than 'scan' (before the
-           projection moved into its loops).
+  'auto'   'fused' on every backend.
 """
 
 from __future__ import annotations
@@ -38,9 +38,10 @@ from absl import logging
 
 GATES = {'lstm': 4, 'gru': 3}
 IMPLEMENTATIONS = ('scan', 'fused', 'pallas', 'auto')
-# Time steps per chunk in 'fused', by backend (see the module docstring): on CPU a chunk's
-# working set must stay in L2; on GPU every step is a few small kernels, and a longer
-# unrolled chunk saves loop overhead (H100, B=64: 16 steps 1.1-1.5x faster than 4).
+# Time steps per chunk in 'fused', by backend. On CPU a chunk's working set must stay in
+# L2 (8 steps made the SST-2 LSTM step 1.4x slower than 4). On GPU each step is a few small
+# kernels and a longer unrolled chunk saves loop overhead: on an H100 (B=64) 16 steps were
+# 1.1-1.5x faster than 4, and 32 gained only 0-11% more (benchmarks/README.md).
 CHUNK_STEPS = {'cpu': 4, 'gpu': 16}
 DEFAULT_CHUNK_STEPS = 4
 
