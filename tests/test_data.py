@@ -171,6 +171,28 @@ def test_download_road_goes_through_tfds_and_builds_the_same_dataset(tmp_path, t
     assert online_test[index]['label'] == offline_test[index]['label']
 
 
+def test_a_dataset_another_process_prepared_meanwhile_is_used(tmp_path, no_default_raw_dirs, monkeypatch):
+  """Two runs preparing one dataset at once: TFDS's final rename fails for the later one, whose data is in place."""
+  original = tfds.core.DatasetBuilder.download_and_prepare
+
+  def lose_the_race(builder, **kwargs):
+    original(builder, **kwargs)  # stands for the other process's copy landing in the same place
+    raise FileExistsError(f'Cannot rename the incomplete folder: {builder.data_dir} already exists.')
+
+  monkeypatch.setattr(tfds.core.DatasetBuilder, 'download_and_prepare', lose_the_race)
+  shakespeare = prepare('tiny_shakespeare', raw_data_dir=str(RAW_DATA_DIR), tfds_dir=str(tmp_path / 'tfds'),
+                        allow_download=False)
+  assert shakespeare.is_prepared() and len(shakespeare.as_data_source('test')[0]['text']) > 1000
+
+  def fail_to_rename(builder, **kwargs):
+    raise FileExistsError('Cannot rename the incomplete folder.')
+
+  monkeypatch.setattr(tfds.core.DatasetBuilder, 'download_and_prepare', fail_to_rename)
+  with pytest.raises(FileExistsError):  # nothing in place: not a lost race, the error stands
+    prepare('tiny_shakespeare', raw_data_dir=str(RAW_DATA_DIR), tfds_dir=str(tmp_path / 'empty'),
+            allow_download=False)
+
+
 @pytest.mark.xdist_group('datasets')
 def test_other_datasets_prepare_offline_with_tfds_splits(tfds_dir, no_default_raw_dirs):
   import scipy.io

@@ -9,6 +9,7 @@ files in their original distribution format.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import pathlib
@@ -62,7 +63,8 @@ def prepare(name: str, *, raw_data_dir: str | None = None, tfds_dir: str | None 
     DataUnavailableError: no local copy, download impossible or failed, or a
       local file whose checksum does not match TFDS's registered one.
   """
-  builder = builder_class(name)(data_dir=tfds_dir, file_format='array_record')
+  make_builder = functools.partial(builder_class(name), data_dir=tfds_dir, file_format='array_record')
+  builder = make_builder()
   if builder.is_prepared():
     return builder
   filenames = list(builder.RAW_FILES.values())
@@ -79,7 +81,7 @@ def prepare(name: str, *, raw_data_dir: str | None = None, tfds_dir: str | None 
         _download_and_prepare(builder, manual_dir=None)
       else:
         _download_and_prepare(builder, manual_dir=folder)
-      return builder
+      return make_builder()  # reads what is on disk, also when another process prepared it
     if len(missing) < len(filenames):
       incomplete[folder] = missing
   download_error = None
@@ -89,7 +91,7 @@ def prepare(name: str, *, raw_data_dir: str | None = None, tfds_dir: str | None 
     try:
       check_reachable(builder.URL)
       _download_and_prepare(builder, manual_dir=None)
-      return builder
+      return make_builder()
     except DataUnavailableError:
       raise
     except Exception as error:  # network and HTTP errors take many forms
@@ -132,6 +134,12 @@ def _download_and_prepare(builder: tfds.core.DatasetBuilder, manual_dir: pathlib
   try:
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+  except FileExistsError:
+    # Another process (a second run, a test worker) prepared the same dataset meanwhile: TFDS
+    # writes into a temporary folder and renames it at the end, and the later rename fails.
+    # The dataset in place is complete and built from the same files.
+    if not builder.is_prepared():
+      raise
   except NonMatchingChecksumError as error:
     where = f'in {manual_dir}' if manual_dir else 'downloaded'
     raise DataUnavailableError(
