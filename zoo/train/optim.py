@@ -81,6 +81,9 @@ def params_average(decay: float) -> optax.GradientTransformation:
   Polyak averaging with the rate of TF's ExponentialMovingAverage(num_updates):
   average = r * average + (1 - r) * new params, r = min(decay, (1 + n) / (10 + n)) at
   the n-th update, so the first updates are not held back by the initial params.
+  `decay` binds only from n = 9 / (1 - decay) - 10 on (8990 updates for 0.999); before
+  that it weighs update k of n by about 9 k^8 / n^9 (at n = 3000: 61% of the weight on
+  the last tenth of the updates, 87% on the last fifth).
   Must be the chain's last transformation (it needs the final updates). Updates
   pass through unchanged; `averaged_params` reads the average from the optimizer state.
   """
