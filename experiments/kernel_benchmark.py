@@ -9,8 +9,9 @@ LSTM/GRU recurrence vs the scan (f32, bf16; ragged lengths), Pallas and cuDNN
 attention vs the xla reference (padding and causal masks).
 Benchmarks: attention forward+backward for xla / cudnn / pallas at
 T in {512, 2048, 8192}, head dim 64/128, bf16, with achieved TFLOP/s; the
-LSTM/GRU recurrence forward+backward for scan / fused / pallas at B=64,
-T in {128, 512}, H in {256, 1024}; the zoo Transformer's whole train step
+LSTM/GRU recurrence forward+backward for scan / fused (at each --recurrence_chunks) /
+pallas at B=64, T in {128, 512}, H in {256, 1024}, alone and as recurrent_layer
+(input projection included); the zoo Transformer's whole train step
 (zoo.train.step, AdamW) on synthetic tokens in f32 and bf16 compute, with
 XLA's and the analytic FLOPs and the MFU against the device's peak.
 Needs jax, flax, optax, absl and ml_collections (no zoo data deps).
