@@ -41,7 +41,7 @@ IMPLEMENTATIONS = ('scan', 'fused', 'pallas', 'auto')
 # Time steps per chunk in 'fused', by backend. On CPU a chunk's working set must stay in
 # L2 (8 steps made the SST-2 LSTM step 1.4x slower than 4). On GPU each step is a few small
 # kernels and a longer unrolled chunk saves loop overhead: on an H100 (B=64) 16 steps were
-# 1.1-1.5x faster than 4, and 32 gained only 0-11% more (benchmarks/README.md).
+# 1.2-1.5x faster than 4, and 32 gained only 0-11% more (benchmarks/README.md).
 CHUNK_STEPS = {'cpu': 4, 'gpu': 16}
 DEFAULT_CHUNK_STEPS = 4
 
