@@ -25,7 +25,8 @@ def get_config() -> ml_collections.ConfigDict:
   # pooling 83.49%; label smoothing 0.1 84.17%; dropout 0.4 84.17%; embeddings of 300 84.29%; the Flax SST-2
   # example's optimizer (SGD, momentum 0.9, learning rate 0.1, L2 3e-6) for 10 epochs 83.49% (83.94% at best);
   # hidden 128 84.75% (seed 1: 84.29%), with two layers 84.63%. A longer averaging window (rate
-  # (1+n)/(p+1+n), update k weighted ~k^(p-1); TF's is p=9): p=5 84.75% (loss 0.411), p=3 84.29% (0.406).
+  # (1+n)/(p+1+n), update k weighted ~k^(p-1); TF's is p=9): p=5 84.75% (loss 0.411), p=3 84.29% (0.406). A learned
+  # end-of-sentence vector after the last word: 84.86% (seed 1: 84.52%).
   config.optimizer.update(dict(name='adamw', learning_rate=1e-3, weight_decay=1e-2, grad_clip_norm=1.0,
                                average_decay=0.999))
   config.num_epochs = 3
