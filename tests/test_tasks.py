@@ -1,4 +1,4 @@
-"""Task losses against hand-computed values, and the IW bound property."""
+"""Task losses against hand-computed values, the IW bound property, and adversarial training."""
 
 from __future__ import annotations
 
@@ -6,9 +6,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import pytest
 
 from zoo import models, tasks
+from zoo.errors import ConfigError
+from zoo.tasks import classification as classification_task
 
 
 def _task(task_kwargs, model_kwargs):
@@ -46,3 +49,58 @@ def test_vae_loss_is_reconstruction_plus_kl_and_iw_bound_is_tighter():
   # log p(x) >= IW bound >= ELBO, so the IW NLL is at most the negative ELBO (up to sampling noise).
   assert float(sums['iw_nll']) <= float(sums['loss']) + 1e-3 * abs(float(sums['loss']))
   assert np.isfinite(float(sums['iw_nll']))
+
+
+SEQUENCE_CLASSIFIERS = [
+    dict(name='rnn_classifier', vocab_size=11, embed_dim=8, hidden=16),
+    dict(name='transformer', vocab_size=11, max_len=8, d_model=16, num_heads=2, num_layers=1, d_ff=32,
+         dropout_rate=0.0),
+]
+
+
+@pytest.mark.parametrize('model_kwargs', SEQUENCE_CLASSIFIERS, ids=lambda kwargs: kwargs['name'])
+def test_adversarial_training_adds_the_loss_at_the_worst_nearby_embeddings(model_kwargs):
+  classification = dict(name='classification', input_key='tokens')
+  task, model = _task(dict(classification, adversarial_epsilon=0.5), model_kwargs)
+  plain_task, _ = _task(classification, model_kwargs)
+  batch = {'tokens': jnp.array([[3, 4, 5, 0, 0], [6, 7, 8, 9, 10]]), 'label': jnp.array([0, 1])}
+  variables = model.init(jax.random.PRNGKey(1), batch['tokens'], train=False)
+  assert set(variables) == {'params'}  # init leaves no batch-shaped perturbation zeros behind
+  params, rng = variables['params'], jax.random.PRNGKey(2)
+  objective, (metrics, _) = task.loss(params, {}, batch, rng, train=True)
+  plain_loss, _ = plain_task.loss(params, {}, batch, rng, train=True)
+  assert float(metrics['loss']) == float(plain_loss)
+  assert float(objective) == pytest.approx(float(metrics['loss'] + metrics['adversarial_loss']), rel=1e-6)
+  # The gradient direction raises the loss more than a random direction of the same size.
+  zeros = task.zero_perturbations(params, {}, batch, rng)
+  noise = jax.tree.map(lambda z: jax.random.normal(jax.random.PRNGKey(3), z.shape), zeros)
+  random_logits, _ = task.logits(params, {}, batch, rng, train=True,
+                                 perturbations=classification_task.scaled_per_example(noise, 0.5))
+  random_loss = optax.softmax_cross_entropy_with_integer_labels(random_logits, batch['label']).mean()
+  assert float(metrics['adversarial_loss']) > float(random_loss) and float(random_loss) != float(plain_loss)
+  # Evaluation does not perturb.
+  sums, plain_sums = task.eval_sums(params, {}, batch), plain_task.eval_sums(params, {}, batch)
+  assert float(sums['loss']) == float(plain_sums['loss'])
+
+
+def test_perturbations_are_scaled_to_the_norm_per_example_over_all_leaves():
+  tree = {'a': jnp.arange(12.0).reshape(2, 3, 2), 'b': jnp.ones((2, 4))}
+  scaled = classification_task.scaled_per_example(tree, 0.5)
+  norms = jnp.sqrt(sum(jnp.square(leaf).reshape(2, -1).sum(-1) for leaf in jax.tree.leaves(scaled)))
+  np.testing.assert_allclose(norms, [0.5, 0.5], rtol=1e-6)
+  np.testing.assert_allclose(scaled['b'][0] / scaled['b'][1], tree['b'][0] / tree['b'][1] * (
+      jnp.sqrt(jnp.square(tree['a'][1]).sum() + 4) / jnp.sqrt(jnp.square(tree['a'][0]).sum() + 4)), rtol=1e-6)
+
+
+def test_adversarial_training_on_a_model_without_perturbation_points_names_the_option():
+  task, model = _task(dict(name='classification', adversarial_epsilon=0.5), dict(name='mlp', widths=[8]))
+  batch = {'image': jnp.ones((2, 28, 28)), 'label': jnp.array([0, 1])}
+  params = model.init(jax.random.PRNGKey(1), batch['image'], train=False)['params']
+  with pytest.raises(ConfigError, match='adversarial_epsilon'):
+    task.loss(params, {}, batch, jax.random.PRNGKey(2), train=True)
+
+
+def test_distillation_refuses_adversarial_training():
+  with pytest.raises(ConfigError, match='adversarial_epsilon'):
+    tasks.Distillation(models.build(ml_collections.ConfigDict(SEQUENCE_CLASSIFIERS[0])), input_key='tokens',
+                       teacher_workdir='runs/teacher', adversarial_epsilon=0.5)

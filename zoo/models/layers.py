@@ -51,6 +51,16 @@ class DenseParams(nn.Module):
             self.param('bias', inits['bias_init'], (self.features,)))
 
 
+def perturbation_point(module: nn.Module, name: str, x: jax.Array) -> jax.Array:
+  """x plus the caller's 'perturbations' entry `name` (same shape as x) when apply is given one, else x.
+
+  The hook for adversarial training (zoo.tasks.classification): the task gets the entry's shape
+  by applying with mutable=['perturbations'], and its gradient is the loss's gradient at x.
+  Unlike a bare `module.perturb`, init creates nothing, so `init`'s variables hold no batch-shaped zeros.
+  """
+  return x if module.is_initializing() else module.perturb(name, x)
+
+
 def conv(features: int, kernel_size: Sequence[int], name: str | None = None, **kwargs) -> nn.Conv:
   """2-D nn.Conv with kernel axes (conv_height, conv_width, conv_in, conv_out)."""
   return nn.Conv(

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from zoo.kernels.recurrence import GATES, recurrent_layer
-from zoo.models.layers import POOLINGS, DenseParams, Dropout, Pool, dense
+from zoo.models.layers import POOLINGS, DenseParams, Dropout, Pool, dense, perturbation_point
 
 
 
@@ -101,7 +101,8 @@ class RNNClassifier(nn.Module):
   tokens: i32[B, T], right-padded with pad_id -> f32[B, num_classes].
   pooling: 'last', the last state of each direction; or 'mean', 'max' (a BiLSTM-max
   sentence encoder, Conneau et al. 2017) or 'attention' (the Flax SST-2 example's)
-  over the encoder's outputs at real tokens (layers.Pool).
+  over the encoder's outputs at real tokens (layers.Pool). The encoder's input is the
+  perturbation point 'embedding' (layers.perturbation_point, for adversarial training).
   """
   vocab_size: int
   embed_dim: int = 128
@@ -124,6 +125,7 @@ class RNNClassifier(nn.Module):
       raise ValueError(f"pooling={self.pooling!r}: use 'last', {', '.join(map(repr, POOLINGS))}.")
     real = tokens != self.pad_id
     x = Dropout(self.dropout_rate, deterministic=not train)(_embed(self.vocab_size, self.embed_dim)(tokens))
+    x = perturbation_point(self, 'embedding', x)
     outputs, last = RNNEncoder(self.hidden, self.num_layers, self.cell, self.bidirectional,
                                self.dropout_rate, self.implementation)(x, real.sum(-1), train=train)
     pooled = last if self.pooling == 'last' else Pool(self.pooling)(outputs, real)

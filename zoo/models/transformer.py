@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from zoo.kernels.attention import attention_weights, dot_product_attention
-from zoo.models.layers import POOLINGS, Dropout, Pool, dense, norm_param_init
+from zoo.models.layers import POOLINGS, Dropout, Pool, dense, norm_param_init, perturbation_point
 
 
 def sinusoidal_positions(length: int, dim: int) -> np.ndarray:
@@ -87,7 +87,8 @@ class TransformerEncoder(nn.Module):
   Tokens equal to `pad_id` are masked as keys (and excluded from pooling).
   head='classify' returns f32[B, num_classes] (pooling 'mean', 'max' or 'attention'
   over real tokens (layers.Pool), or 'cls': the first token); head='lm' returns
-  f32[B, T, vocab_size].
+  f32[B, T, vocab_size]. The first block's input is the perturbation point 'embedding'
+  (layers.perturbation_point, for adversarial training).
 
   Attributes:
     vocab_size, max_len: embedding table size and longest sequence.
@@ -130,6 +131,7 @@ class TransformerEncoder(nn.Module):
     positions = sinusoidal_positions(self.max_len, self.d_model)[None, :length]
     x = x * jnp.asarray(np.sqrt(self.d_model), x.dtype) + jnp.asarray(positions, x.dtype)
     x = Dropout(self.dropout_rate, deterministic=not train)(x)
+    x = perturbation_point(self, 'embedding', x)
     real = tokens != self.pad_id
     for _ in range(self.num_layers):
       x = EncoderBlock(self.num_heads, self.d_ff, self.dropout_rate, self.causal, self.attention)(
