@@ -83,8 +83,11 @@ def _rnn_classifier(torch, cfg):
       if self.pooling != 'last':
         self.pool = _pool(torch, self.pooling, cfg.hidden * directions)
 
-    def forward(self, tokens):
-      outputs, state = self.rnn(self.dropout(self.embed(tokens)))
+    def embeddings(self, tokens):
+      return self.dropout(self.embed(tokens))
+
+    def forward(self, tokens, embedded=None):
+      outputs, state = self.rnn(self.embeddings(tokens) if embedded is None else embedded)
       if self.pooling == 'last':
         h = state[0] if isinstance(state, tuple) else state
         return self.out(self.dropout(torch.cat([h[-1 - d] for d in reversed(range(directions))], dim=-1)))
@@ -111,9 +114,12 @@ def _transformer_classifier(torch, cfg):
       if self.pooling != 'cls':
         self.pool = _pool(torch, self.pooling, cfg.d_model)
 
-    def forward(self, tokens):
+    def embeddings(self, tokens):
+      return self.embed(tokens) * math.sqrt(cfg.d_model) + self.positions[:tokens.shape[1]]
+
+    def forward(self, tokens, embedded=None):
       pad = tokens == 0
-      x = self.embed(tokens) * math.sqrt(cfg.d_model) + self.positions[:tokens.shape[1]]
+      x = self.embeddings(tokens) if embedded is None else embedded
       x = self.norm(self.encoder(x, src_key_padding_mask=pad))
       return self.out(x[:, 0] if self.pooling == 'cls' else self.pool(x, pad))
 
@@ -191,9 +197,24 @@ def build_step(config: ml_collections.ConfigDict, batch: dict, seed: int) -> tup
       return reconstruction + 0.5 * (logvar.exp() + mean ** 2 - 1 - logvar).sum(-1).mean()
     return torch.nn.functional.cross_entropy(model(x), labels)
 
+  def adversarial_backward():
+    """The gradients of CE(x) + CE(x + r) (zoo.tasks.classification): r from the clean pass's one backward."""
+    embedded = model.embeddings(x)
+    embedded.retain_grad()
+    torch.nn.functional.cross_entropy(model(x, embedded), labels).backward(retain_graph=True)
+    direction = embedded.grad.flatten(1)
+    direction = direction * (epsilon / (direction.norm(dim=1, keepdim=True) + 1e-12))
+    perturbed = embedded + direction.view_as(embedded)
+    torch.nn.functional.cross_entropy(model(x, perturbed), labels).backward()
+
+  epsilon = config.task.get('adversarial_epsilon', 0.0)
+
   def step():
     optimizer.zero_grad(set_to_none=True)
-    loss_fn().backward()
+    if epsilon:
+      adversarial_backward()
+    else:
+      loss_fn().backward()
     if clip:
       torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
     optimizer.step()

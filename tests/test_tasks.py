@@ -78,6 +78,13 @@ def test_adversarial_training_adds_the_loss_at_the_worst_nearby_embeddings(model
                                  perturbations=classification_task.scaled_per_example(noise, 0.5))
   random_loss = optax.softmax_cross_entropy_with_integer_labels(random_logits, batch['label']).mean()
   assert float(metrics['adversarial_loss']) > float(random_loss) and float(random_loss) != float(plain_loss)
+  # The params gradient is that of CE(x) + CE(x + r) with r held fixed, as a plain three-pass reference computes it.
+  direction = jax.grad(lambda z: task.cross_entropy(params, {}, batch, rng, z)[0])(zeros)
+  r = classification_task.scaled_per_example(direction, 0.5)
+  reference = jax.grad(lambda p: (task.cross_entropy(p, {}, batch, rng, None)[0]
+                                  + task.cross_entropy(p, {}, batch, rng, r)[0]))(params)
+  gradient = jax.grad(lambda p: task.loss(p, {}, batch, rng, train=True)[0])(params)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7), gradient, reference)
   # Evaluation does not perturb.
   sums, plain_sums = task.eval_sums(params, {}, batch), plain_task.eval_sums(params, {}, batch)
   assert float(sums['loss']) == float(plain_sums['loss'])

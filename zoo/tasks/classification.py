@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -22,6 +23,37 @@ def scaled_per_example(tree: Any, norm: float) -> Any:
   squares = sum(jnp.square(leaf.astype(jnp.float32)).reshape(leaf.shape[0], -1).sum(-1) for leaf in leaves)
   scale = norm / (jnp.sqrt(squares) + 1e-12)  # f32[B]
   return jax.tree.map(lambda leaf: leaf * scale.reshape((-1,) + (1,) * (leaf.ndim - 1)).astype(leaf.dtype), tree)
+
+
+def _clean_pass_and_gradients(task, params, model_state, batch, rng, zeros):
+  """((cross-entropy, (logits, model state)), (its gradient in params, in perturbations)): one backward pass."""
+  return jax.value_and_grad(task.cross_entropy, argnums=(0, 4), has_aux=True)(params, model_state, batch, rng, zeros)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _clean_pass(task, params, model_state, batch, rng, zeros):
+  """(cross-entropy f32[], (logits, model state), its gradient at the perturbation points), differentiable in params.
+
+  What it buys: the one backward pass that yields the perturbation gradient also yields the params'
+  gradient, which the VJP below reuses, so an adversarial step costs two forward and backward passes, not three.
+  The perturbation gradient is a constant to the caller (no gradient flows back through it).
+  """
+  (loss, aux), (_, gradient) = _clean_pass_and_gradients(task, params, model_state, batch, rng, zeros)
+  return loss, aux, gradient
+
+
+def _clean_pass_forward(task, params, model_state, batch, rng, zeros):
+  (loss, aux), (params_gradient, gradient) = _clean_pass_and_gradients(task, params, model_state, batch, rng, zeros)
+  return (loss, aux, gradient), params_gradient
+
+
+def _clean_pass_backward(task, params_gradient, cotangents):
+  del task
+  loss_cotangent = cotangents[0]
+  return jax.tree.map(lambda g: g * loss_cotangent.astype(g.dtype), params_gradient), None, None, None, None
+
+
+_clean_pass.defvjp(_clean_pass_forward, _clean_pass_backward)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,22 +77,24 @@ class Classification:
   def loss(self, params: Params, model_state: dict, batch: Batch, rng: jax.Array, *,
            train: bool) -> tuple[jnp.ndarray, tuple[dict, dict]]:
     """Train objective f32[] and ({'loss', 'accuracy'[, 'adversarial_loss']}, updated model state)."""
-    def cross_entropy(perturbations, params=params):
-      logits, new_model_state = self.logits(params, model_state, batch, rng, train=train, perturbations=perturbations)
-      targets = optax.smooth_labels(jax.nn.one_hot(batch['label'], logits.shape[-1]), self.label_smoothing)
-      return optax.softmax_cross_entropy(logits, targets).mean(), (logits, new_model_state)
-
-    loss, (logits, new_model_state) = cross_entropy(None)
-    objective, extra = loss, {}
-    if train and self.adversarial_epsilon:
-      # The direction is found with the params held fixed: the outer gradient must not run through this
-      # inner one (and cannot, for the recurrence kernels' custom VJPs with dynamic loop bounds).
+    if not (train and self.adversarial_epsilon):
+      loss, (logits, new_model_state) = self.cross_entropy(params, model_state, batch, rng, None, train=train)
+      objective, extra = loss, {}
+    else:
       zeros = self.zero_perturbations(params, model_state, batch, rng)
-      gradient, _ = jax.grad(cross_entropy, has_aux=True)(zeros, jax.lax.stop_gradient(params))
-      adversarial_loss, _ = cross_entropy(scaled_per_example(gradient, self.adversarial_epsilon))
+      loss, (logits, new_model_state), gradient = _clean_pass(self, params, model_state, batch, rng, zeros)
+      adversarial_loss, _ = self.cross_entropy(params, model_state, batch, rng,
+                                               scaled_per_example(gradient, self.adversarial_epsilon), train=True)
       objective, extra = loss + adversarial_loss, {'adversarial_loss': adversarial_loss}
     accuracy = (logits.argmax(-1) == batch['label']).mean()
     return objective, ({'loss': loss, 'accuracy': accuracy, **extra}, new_model_state)
+
+  def cross_entropy(self, params: Params, model_state: dict, batch: Batch, rng: jax.Array,
+                    perturbations: dict | None, *, train: bool = True) -> tuple[jnp.ndarray, tuple]:
+    """(mean cross-entropy f32[] against the smoothed labels, (logits f32[B, C], updated model state))."""
+    logits, new_model_state = self.logits(params, model_state, batch, rng, train=train, perturbations=perturbations)
+    targets = optax.smooth_labels(jax.nn.one_hot(batch['label'], logits.shape[-1]), self.label_smoothing)
+    return optax.softmax_cross_entropy(logits, targets).mean(), (logits, new_model_state)
 
   def logits(self, params: Params, model_state: dict, batch: Batch, rng: jax.Array, *,
              train: bool, perturbations: dict | None = None) -> tuple[jnp.ndarray, dict]:
