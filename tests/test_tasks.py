@@ -99,7 +99,9 @@ def test_perturbations_are_scaled_to_the_norm_per_example_over_all_leaves():
       jnp.sqrt(jnp.square(tree['a'][1]).sum() + 4) / jnp.sqrt(jnp.square(tree['a'][0]).sum() + 4)), rtol=1e-6)
 
 
-def test_adversarial_training_on_a_model_without_perturbation_points_names_the_option():
+def test_adversarial_training_with_a_bad_epsilon_or_model_names_the_option():
+  with pytest.raises(ConfigError, match='adversarial_epsilon=-0.5 must be >= 0'):
+    _task(dict(name='classification', adversarial_epsilon=-0.5), dict(name='mlp', widths=[8]))
   task, model = _task(dict(name='classification', adversarial_epsilon=0.5), dict(name='mlp', widths=[8]))
   batch = {'image': jnp.ones((2, 28, 28)), 'label': jnp.array([0, 1])}
   params = model.init(jax.random.PRNGKey(1), batch['image'], train=False)['params']

@@ -74,6 +74,10 @@ class Classification:
   label_smoothing: float = 0.0
   adversarial_epsilon: float = 0.0
 
+  def __post_init__(self):
+    if self.adversarial_epsilon < 0:
+      raise ConfigError(f'config.task.adversarial_epsilon={self.adversarial_epsilon} must be >= 0 (0: off).')
+
   def loss(self, params: Params, model_state: dict, batch: Batch, rng: jax.Array, *,
            train: bool) -> tuple[jnp.ndarray, tuple[dict, dict]]:
     """Train objective f32[] and ({'loss', 'accuracy'[, 'adversarial_loss']}, updated model state)."""

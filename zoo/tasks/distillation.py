@@ -50,6 +50,7 @@ class Distillation(Classification):
   teacher: Any = dataclasses.field(default=None, init=False, repr=False, compare=False)
 
   def __post_init__(self):
+    super().__post_init__()
     if not 0.0 <= self.alpha <= 1.0 or self.temperature <= 0:
       raise ConfigError(f'Distillation needs 0 <= alpha <= 1 and temperature > 0; got alpha={self.alpha}, '
                         f'temperature={self.temperature}.')
