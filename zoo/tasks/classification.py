@@ -25,11 +25,6 @@ def scaled_per_example(tree: Any, norm: float) -> Any:
   return jax.tree.map(lambda leaf: leaf * scale.reshape((-1,) + (1,) * (leaf.ndim - 1)).astype(leaf.dtype), tree)
 
 
-def _clean_pass_and_gradients(task, params, model_state, batch, rng, zeros):
-  """((cross-entropy, (logits, model state)), (its gradient in params, in perturbations)): one backward pass."""
-  return jax.value_and_grad(task.cross_entropy, argnums=(0, 4), has_aux=True)(params, model_state, batch, rng, zeros)
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _clean_pass(task, params, model_state, batch, rng, zeros):
   """(cross-entropy f32[], (logits, model state), its gradient at the perturbation points), differentiable in params.
@@ -38,12 +33,13 @@ def _clean_pass(task, params, model_state, batch, rng, zeros):
   gradient, which the VJP below reuses, so an adversarial step costs two forward and backward passes, not three.
   The perturbation gradient is a constant to the caller (no gradient flows back through it).
   """
-  (loss, aux), (_, gradient) = _clean_pass_and_gradients(task, params, model_state, batch, rng, zeros)
-  return loss, aux, gradient
+  return _clean_pass_forward(task, params, model_state, batch, rng, zeros)[0]
 
 
 def _clean_pass_forward(task, params, model_state, batch, rng, zeros):
-  (loss, aux), (params_gradient, gradient) = _clean_pass_and_gradients(task, params, model_state, batch, rng, zeros)
+  """((cross-entropy, (logits, model state), perturbation gradient), params gradient kept for the VJP)."""
+  (loss, aux), (params_gradient, gradient) = jax.value_and_grad(task.cross_entropy, argnums=(0, 4), has_aux=True)(
+      params, model_state, batch, rng, zeros)
   return (loss, aux, gradient), params_gradient
 
 
