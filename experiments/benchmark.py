@@ -10,7 +10,9 @@ seeded pipeline's first warmup+steps batches onto the devices, and times each
 train step (host waits for the result, warm-up excluded). With --twin, the
 PyTorch eager twin of the model (experiments/torch_twins.py) is timed in the
 same process, interleaved in blocks with the zoo step, so that drifts in the
-machine's speed hit both alike. Prints one JSON object per config.
+machine's speed hit both alike. Prints one JSON object per config. A suite runs
+each config in a process of its own, with that config's host-memory settings
+(zoo.train.host_memory), as the training launcher would.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import json
 import pathlib
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +36,7 @@ sys.path.insert(0, str(REPO / 'experiments'))
 from zoo import benchmarking  # pylint: disable=wrong-import-position
 from zoo.config import apply_overrides  # pylint: disable=wrong-import-position
 from zoo.errors import UserError  # pylint: disable=wrong-import-position
+from zoo.train.host_memory import prepare_host_malloc  # pylint: disable=wrong-import-position
 from zoo.train.loop import build_experiment  # pylint: disable=wrong-import-position
 from zoo.train.step import compile_steps  # pylint: disable=wrong-import-position
 
@@ -43,6 +47,7 @@ SUITES = {
 }
 SEQUENCE_MODELS = ('rnn_classifier', 'rnn_lm', 'transformer')
 REGRESSION = 1.10  # step time ratio above which --compare flags a regression
+PASSED_TO_EACH_CONFIG = ('set', 'steps', 'warmup', 'seed', 'twin', 'pipeline_batches', 'data_dir')
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'One config file (overrides with --config.x=y).')
 _SUITE = flags.DEFINE_enum('suite', None, list(SUITES), 'A named set of experiments/configs instead of --config.')
@@ -65,6 +70,18 @@ def _configs():
   if _CONFIG.value is None:
     raise app.UsageError('Pass --config=experiments/configs/NAME.py or --suite=zoo.')
   return [(pathlib.Path(flags.FLAGS['config'].config_filename).stem, _CONFIG.value)]
+
+
+def _benchmark_in_own_process(name: str) -> dict:
+  """The record of suite config `name`, benchmarked by this script in a child process."""
+  command = [sys.executable, __file__, f'--config={REPO / "experiments" / "configs" / f"{name}.py"}']
+  for flag in PASSED_TO_EACH_CONFIG:
+    if flags.FLAGS[flag].value is not None:
+      command += flags.FLAGS[flag].serialize().splitlines()
+  child = subprocess.run(command, capture_output=True, text=True, check=False)
+  if child.returncode:
+    raise app.UsageError(f'{name}: the benchmark failed:\n{child.stderr[-3000:]}')
+  return json.loads([line for line in child.stdout.splitlines() if line.startswith('{')][-1])
 
 
 def _time_pipeline(pipeline, count: int) -> float:
@@ -181,11 +198,16 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   records = []
-  for name, config in _configs():
-    try:
-      record = benchmark(name, config)
-    except UserError as error:
-      raise app.UsageError(f'{name}: {error}') from error
+  configs = _configs()
+  for name, config in configs:
+    if len(configs) > 1:
+      record = _benchmark_in_own_process(name)
+    else:
+      prepare_host_malloc(config)  # before JAX starts its threads
+      try:
+        record = benchmark(name, config)
+      except UserError as error:
+        raise app.UsageError(f'{name}: {error}') from error
     print(json.dumps(record), flush=True)
     records.append(record)
   if _COMPARE.value:

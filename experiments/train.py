@@ -17,6 +17,7 @@ from ml_collections import config_flags
 
 from zoo.errors import UserError
 from zoo.parallel import distributed
+from zoo.train.host_memory import prepare_host_malloc
 from zoo.train.loop import train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (a .py with get_config()).',
@@ -50,6 +51,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
   logging.set_verbosity(logging.ERROR)  # zoo's own warnings are printed; library chatter is not
+  prepare_host_malloc(_CONFIG.value)  # before JAX starts its threads
   try:
     distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     result = train_and_evaluate(_CONFIG.value, _WORKDIR.value, raw_data_dir=_DATA_DIR.value)

@@ -38,6 +38,8 @@ def default_config(dataset: str = 'mnist') -> ml_collections.ConfigDict:
   nonfinite: 'stop' or 'skip' on a non-finite loss or gradient.
   cpu_compiler_options: XLA options for the steps on the CPU backend (see zoo.train.step.compiler_options).
   cpu_reuse_host_memory: on the CPU backend, keep freed step buffers in the heap (zoo.train.host_memory).
+  cpu_single_malloc_arena: with it, all threads allocate from one heap, for steps whose buffers exceed 64 MiB
+    (applied by the launchers before JAX starts; see zoo.train.host_memory).
   """
   config = ml_collections.ConfigDict()
   config.seed = 0
@@ -65,6 +67,7 @@ def default_config(dataset: str = 'mnist') -> ml_collections.ConfigDict:
   config.nonfinite = 'stop'
   config.cpu_compiler_options = {}
   config.cpu_reuse_host_memory = True
+  config.cpu_single_malloc_arena = False
   return config
 
 

@@ -18,4 +18,5 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint.every = 469
   # XLA CPU: YNNPACK for dot/elementwise/reduce fusions makes the conv step ~2x faster (benchmarks/README.md).
   config.cpu_compiler_options = {'xla_cpu_experimental_ynn_fusion_type': YNN_FUSIONS}
+  config.cpu_single_malloc_arena = True  # its step's buffers exceed 64 MiB (zoo.train.host_memory)
   return config

@@ -21,4 +21,5 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint.every = 500
   config.checkpoint.best_metric = 'eval_loss'
   config.checkpoint.best_mode = 'min'
+  config.cpu_single_malloc_arena = True  # its step's buffers exceed 64 MiB (zoo.train.host_memory)
   return config

@@ -31,4 +31,5 @@ def get_config() -> ml_collections.ConfigDict:
   config.num_epochs = 3
   config.eval_every = 500
   config.checkpoint.every = 500
+  config.cpu_single_malloc_arena = True  # its step's buffers exceed 64 MiB (zoo.train.host_memory)
   return config
