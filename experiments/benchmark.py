@@ -105,9 +105,7 @@ def _twin_step(config, batch):
 
 
 def benchmark(name: str, config) -> dict:
-  """One config's JSON record."""
-  config.seed = _SEED.value
-  apply_overrides(config, _SET.value)
+  """One config's JSON record (config with --seed and --set applied)."""
   with tempfile.TemporaryDirectory() as workdir:
     experiment = build_experiment(config, pathlib.Path(workdir), raw_data_dir=_DATA_DIR.value)
   pipeline, strategy = experiment.pipeline, experiment.strategy
@@ -203,8 +201,10 @@ def main(argv):
     if len(configs) > 1:
       record = _benchmark_in_own_process(name)
     else:
-      prepare_host_malloc(config)  # before JAX starts its threads
       try:
+        config.seed = _SEED.value
+        apply_overrides(config, _SET.value)
+        prepare_host_malloc(config)  # before JAX starts its threads
         record = benchmark(name, config)
       except UserError as error:
         raise app.UsageError(f'{name}: {error}') from error
