@@ -12,7 +12,7 @@ with the process instead of going back to the OS.
 That covers the main thread and any buffer up to 64 MiB. XLA allocates from
 its worker threads, and glibc gives each thread an arena whose heaps are
 capped at 64 MiB: a larger block (the sst2_lstm step's 165 MB, the ResNet's
-270 MB) is mapped and unmapped on every step whatever the mmap setting, 40-70
+270 MB) is mapped and unmapped on every step whatever the mmap setting, 40-135
 thousand page faults per step. `use_one_malloc_arena` makes every thread
 allocate from the main heap instead. It must run before the threads first
 allocate, that is before JAX starts its backend (`prepare_host_malloc`, the
@@ -27,6 +27,7 @@ import ctypes
 import ctypes.util
 import importlib.metadata
 import importlib.util
+import pkgutil
 
 import jax
 import ml_collections
@@ -65,7 +66,7 @@ def _accelerator_plugins() -> list[str]:
   found = [entry.name for entry in importlib.metadata.entry_points(group='jax_plugins')]
   if importlib.util.find_spec('jax_plugins') is not None:
     import jax_plugins  # pylint: disable=import-outside-toplevel
-    found += [str(path) for path in jax_plugins.__path__]
+    found += [module.name for module in pkgutil.iter_modules(jax_plugins.__path__)]
   if importlib.util.find_spec('libtpu') is not None:
     found.append('libtpu')
   return found
