@@ -46,6 +46,7 @@ SUITES = {
     'twins': ['mnist_mlp', 'mnist_cnn', 'sst2_lstm', 'sst2_transformer', 'binarized_mnist_vae'],
 }
 SEQUENCE_MODELS = ('rnn_classifier', 'rnn_lm', 'transformer')
+TWIN_BLOCK = 10  # zoo and twin steps alternate in blocks of this many
 REGRESSION = 1.10  # step time ratio above which --compare flags a regression
 PASSED_TO_EACH_CONFIG = ('set', 'steps', 'warmup', 'seed', 'twin', 'pipeline_batches', 'data_dir')
 
@@ -131,7 +132,7 @@ def benchmark(name: str, config) -> dict:
     benchmarking.time_call(lambda batch=batch: zoo_step(batch))
     if twin:
       twin()
-  zoo_times, twin_times, block = [], [], 10
+  zoo_times, twin_times, block = [], [], TWIN_BLOCK
   timed = batches[_WARMUP.value:]
   for start in range(0, len(timed), block):
     zoo_times += [benchmarking.time_call(lambda batch=batch: zoo_step(batch)) for batch in timed[start:start + block]]
@@ -162,7 +163,8 @@ def benchmark(name: str, config) -> dict:
   record['params_hash'] = benchmarking.params_fingerprint(state.params)
   if twin:
     twin_ms = benchmarking.summarize_ms(twin_times)
-    record['torch'] = dict(twin_info, step_ms=twin_ms, speedup=round(twin_ms['median'] / step_ms['median'], 3))
+    record['torch'] = dict(twin_info, step_ms=twin_ms, speedup=round(twin_ms['median'] / step_ms['median'], 3),
+                           speedup_by_block=benchmarking.blockwise_ratios(twin_times, zoo_times, TWIN_BLOCK))
   elif twin_info:
     record['torch'] = twin_info
   record.update({

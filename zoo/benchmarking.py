@@ -48,6 +48,21 @@ def summarize_ms(seconds: list[float]) -> dict[str, float]:
   return {'median': round(float(median), 3), 'p10': round(float(p10), 3), 'p90': round(float(p90), 3)}
 
 
+def blockwise_ratios(numerator: list[float], denominator: list[float], block: int) -> dict[str, float]:
+  """Median and 10th/90th percentiles over blocks of median(numerator block) / median(denominator block).
+
+  For two steps timed in alternating blocks of `block` calls: the spread says how much the ratio
+  moves as the machine's speed drifts (a single ratio of whole-run medians hides it).
+  """
+  count = min(len(numerator), len(denominator)) // block
+  if not count:
+    raise ValueError(f'blockwise_ratios needs at least one block of {block} timings per side.')
+  ratios = [np.median(numerator[i * block:(i + 1) * block]) / np.median(denominator[i * block:(i + 1) * block])
+            for i in range(count)]
+  p10, median, p90 = np.percentile(ratios, [10, 50, 90])
+  return {'median': round(float(median), 3), 'p10': round(float(p10), 3), 'p90': round(float(p90), 3)}
+
+
 def time_call(function: Callable[[], Any]) -> float:
   """Seconds for function() including waiting for its device results."""
   started = time.perf_counter()
