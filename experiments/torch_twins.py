@@ -45,6 +45,35 @@ def _cnn(torch, cfg, image_shape):
                              torch.nn.Linear(cfg.hidden, cfg.num_classes))
 
 
+def _resnet(torch, cfg, image_shape):
+  """The twin of zoo.models.resnet.ResNet (NCHW, BatchNorm momentum 0.1 = Flax's 0.9)."""
+  nn = torch.nn
+
+  class BasicBlock(nn.Module):
+    def __init__(self, channels_in, features, stride):
+      super().__init__()
+      self.conv1 = nn.Conv2d(channels_in, features, 3, stride, 1, bias=False)
+      self.norm1 = nn.BatchNorm2d(features)
+      self.conv2 = nn.Conv2d(features, features, 3, 1, 1, bias=False)
+      self.norm2 = nn.BatchNorm2d(features)
+      nn.init.zeros_(self.norm2.weight)
+      self.shortcut = nn.Identity() if stride == 1 and channels_in == features else nn.Sequential(
+          nn.Conv2d(channels_in, features, 1, stride, bias=False), nn.BatchNorm2d(features))
+
+    def forward(self, x):
+      y = self.norm2(self.conv2(torch.relu(self.norm1(self.conv1(x)))))
+      return torch.relu(self.shortcut(x) + y)
+
+  widths = list(cfg.widths)
+  layers = [nn.Conv2d(image_shape[-1], widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU()]
+  channels = widths[0]
+  for stage, (blocks, width) in enumerate(zip(cfg.stage_sizes, widths)):
+    for block in range(blocks):
+      layers.append(BasicBlock(channels, width, 2 if stage > 0 and block == 0 else 1))
+      channels = width
+  return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, cfg.num_classes))
+
+
 def _pool(torch, how: str, dim: int):
   """The twin of zoo.models.layers.Pool: a module (x [B, T, D], pad bool[B, T]) -> [B, D] over non-pad steps."""
 
@@ -149,7 +178,7 @@ def _optimizer(torch, params, cfg: ml_collections.ConfigDict):
   name, lr = cfg.name, cfg.learning_rate
   if name in ('sgd', 'momentum', 'nesterov'):
     return torch.optim.SGD(params, lr, momentum=cfg.get('momentum', 0.9) if name != 'sgd' else 0.0,
-                           nesterov=name == 'nesterov')
+                           nesterov=name == 'nesterov', weight_decay=cfg.get('weight_decay', 0.0))
   if name == 'adamw':
     return torch.optim.AdamW(params, lr, weight_decay=cfg.weight_decay)
   if name == 'rmsprop':
@@ -167,11 +196,12 @@ def build_step(config: ml_collections.ConfigDict, batch: dict, seed: int) -> tup
   torch.manual_seed(seed)
   cfg, name = config.model, config.model.name
   generator = np.random.default_rng(seed)
-  if name in ('mlp', 'cnn', 'vae'):
+  if name in ('mlp', 'cnn', 'resnet', 'vae'):
     image = np.asarray(batch['image'], np.float32)
     x = torch.from_numpy(generator.random(image.shape, np.float32))
-    if name == 'cnn':
-      model, x = _cnn(torch, cfg, image.shape[1:]), x.permute(0, 3, 1, 2).contiguous()
+    if name in ('cnn', 'resnet'):
+      model = (_cnn if name == 'cnn' else _resnet)(torch, cfg, image.shape[1:])
+      x = x.permute(0, 3, 1, 2).contiguous()
     elif name == 'mlp':
       model = _mlp(torch, cfg, int(np.prod(image.shape[1:])))
     else:
@@ -195,7 +225,7 @@ def build_step(config: ml_collections.ConfigDict, batch: dict, seed: int) -> tup
       logits, mean, logvar = model(x)
       reconstruction = torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction='sum') / len(x)
       return reconstruction + 0.5 * (logvar.exp() + mean ** 2 - 1 - logvar).sum(-1).mean()
-    return torch.nn.functional.cross_entropy(model(x), labels)
+    return torch.nn.functional.cross_entropy(model(x), labels, label_smoothing=label_smoothing)
 
   def adversarial_backward():
     """The gradients of CE(x) + CE(x + r) (zoo.tasks.classification): r from the clean pass's one backward."""
@@ -208,6 +238,7 @@ def build_step(config: ml_collections.ConfigDict, batch: dict, seed: int) -> tup
     torch.nn.functional.cross_entropy(model(x, perturbed), labels).backward()
 
   epsilon = config.task.get('adversarial_epsilon', 0.0)
+  label_smoothing = config.task.get('label_smoothing', 0.0)
 
   def step():
     optimizer.zero_grad(set_to_none=True)
