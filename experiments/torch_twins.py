@@ -125,8 +125,29 @@ def _rnn_classifier(torch, cfg):
   return RNNClassifier()
 
 
-def _transformer_classifier(torch, cfg):
-  class TransformerClassifier(torch.nn.Module):
+def _rnn_language_model(torch, cfg):
+  """The twin of zoo.models.rnn.RNNLanguageModel: next-token logits [B, T, vocab] at every position."""
+  rnn_class = {'lstm': torch.nn.LSTM, 'gru': torch.nn.GRU}[cfg.cell]
+
+  class RNNLanguageModel(torch.nn.Module):
+    def __init__(self):
+      super().__init__()
+      self.embed = torch.nn.Embedding(cfg.vocab_size, cfg.embed_dim)
+      self.rnn = rnn_class(cfg.embed_dim, cfg.hidden, num_layers=cfg.num_layers, batch_first=True,
+                           dropout=cfg.dropout_rate if cfg.num_layers > 1 else 0.0)
+      self.dropout = torch.nn.Dropout(cfg.dropout_rate)
+      self.out = torch.nn.Linear(cfg.hidden, cfg.vocab_size)
+
+    def forward(self, tokens):
+      outputs, _ = self.rnn(self.dropout(self.embed(tokens)))
+      return self.out(self.dropout(outputs))
+
+  return RNNLanguageModel()
+
+
+def _transformer(torch, cfg):
+  """The twin of zoo.models.transformer.TransformerEncoder, head 'classify' or (causal) 'lm'."""
+  class Transformer(torch.nn.Module):
     def __init__(self):
       super().__init__()
       self.embed = torch.nn.Embedding(cfg.vocab_size, cfg.d_model)
@@ -138,21 +159,25 @@ def _transformer_classifier(torch, cfg):
                                                activation=lambda x: torch.nn.functional.gelu(x, approximate='tanh'), batch_first=True, norm_first=True)
       self.encoder = torch.nn.TransformerEncoder(layer, cfg.num_layers, enable_nested_tensor=False)
       self.norm = torch.nn.LayerNorm(cfg.d_model)
-      self.out = torch.nn.Linear(cfg.d_model, cfg.num_classes)
+      self.language_model = cfg.get('head', 'classify') == 'lm'
+      self.out = torch.nn.Linear(cfg.d_model, cfg.vocab_size if self.language_model else cfg.num_classes)
       self.pooling = cfg.get('pooling', 'mean')
-      if self.pooling != 'cls':
+      if not self.language_model and self.pooling != 'cls':
         self.pool = _pool(torch, self.pooling, cfg.d_model)
 
     def embeddings(self, tokens):
       return self.embed(tokens) * math.sqrt(cfg.d_model) + self.positions[:tokens.shape[1]]
 
     def forward(self, tokens, embedded=None):
-      pad = tokens == 0
       x = self.embeddings(tokens) if embedded is None else embedded
+      if self.language_model:  # character windows: no padding
+        causal = torch.nn.Transformer.generate_square_subsequent_mask(tokens.shape[1]) if cfg.causal else None
+        return self.out(self.norm(self.encoder(x, mask=causal, is_causal=bool(cfg.causal))))
+      pad = tokens == 0
       x = self.norm(self.encoder(x, src_key_padding_mask=pad))
       return self.out(x[:, 0] if self.pooling == 'cls' else self.pool(x, pad))
 
-  return TransformerClassifier()
+  return Transformer()
 
 
 def _vae(torch, cfg):
@@ -206,13 +231,18 @@ def build_step(config: ml_collections.ConfigDict, batch: dict, seed: int) -> tup
       model = _mlp(torch, cfg, int(np.prod(image.shape[1:])))
     else:
       model, x = _vae(torch, cfg), torch.bernoulli(x.flatten(1))
-  elif name in ('rnn_classifier', 'transformer') and cfg.get('head', 'classify') == 'classify':
+  elif name in ('rnn_classifier', 'rnn_lm', 'transformer'):
     tokens = np.asarray(batch['tokens'])
     x = torch.from_numpy(np.where(tokens != 0, generator.integers(2, cfg.vocab_size, tokens.shape), 0)).long()
-    model = _rnn_classifier(torch, cfg) if name == 'rnn_classifier' else _transformer_classifier(torch, cfg)
+    model = {'rnn_classifier': _rnn_classifier, 'rnn_lm': _rnn_language_model, 'transformer': _transformer}[name](
+        torch, cfg)
   else:
     raise NotImplementedError(f'no PyTorch twin for model {name!r}')
-  labels = torch.from_numpy(generator.integers(0, cfg.get('num_classes', 2), x.shape[0])).long()
+  language_model = name == 'rnn_lm' or cfg.get('head', 'classify') == 'lm'
+  if language_model:  # zoo.tasks.LanguageModel: tokens i32[B, T+1], inputs [:, :-1], targets [:, 1:]
+    x, labels = x[:, :-1].contiguous(), x[:, 1:].reshape(-1)
+  else:
+    labels = torch.from_numpy(generator.integers(0, cfg.get('num_classes', 2), x.shape[0])).long()
   optimizer = _optimizer(torch, model.parameters(), config.optimizer)
   clip = config.optimizer.get('grad_clip_norm', 0.0)
   average_decay = config.optimizer.get('average_decay', 0.0)
@@ -225,7 +255,9 @@ def build_step(config: ml_collections.ConfigDict, batch: dict, seed: int) -> tup
       logits, mean, logvar = model(x)
       reconstruction = torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction='sum') / len(x)
       return reconstruction + 0.5 * (logvar.exp() + mean ** 2 - 1 - logvar).sum(-1).mean()
-    return torch.nn.functional.cross_entropy(model(x), labels, label_smoothing=label_smoothing)
+    logits = model(x)
+    return torch.nn.functional.cross_entropy(logits.flatten(0, -2) if language_model else logits, labels,
+                                             label_smoothing=label_smoothing)
 
   def adversarial_backward():
     """The gradients of CE(x) + CE(x + r) (zoo.tasks.classification): r from the clean pass's one backward."""
