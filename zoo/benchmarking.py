@@ -42,25 +42,28 @@ def params_fingerprint(params: Any) -> str:
   return digest.hexdigest()
 
 
+def _spread(values) -> dict[str, float]:
+  """{'median', 'p10', 'p90'} of `values`, rounded to 3 decimals."""
+  p10, median, p90 = np.percentile(np.asarray(values), [10, 50, 90])
+  return {'median': round(float(median), 3), 'p10': round(float(p10), 3), 'p90': round(float(p90), 3)}
+
+
 def summarize_ms(seconds: list[float]) -> dict[str, float]:
   """Median and 10th/90th percentiles of durations, in ms."""
-  p10, median, p90 = np.percentile(np.asarray(seconds) * 1e3, [10, 50, 90])
-  return {'median': round(float(median), 3), 'p10': round(float(p10), 3), 'p90': round(float(p90), 3)}
+  return _spread(np.asarray(seconds) * 1e3)
 
 
 def blockwise_ratios(numerator: list[float], denominator: list[float], block: int) -> dict[str, float]:
   """Median and 10th/90th percentiles over blocks of median(numerator block) / median(denominator block).
 
-  For two steps timed in alternating blocks of `block` calls: the spread says how much the ratio
-  moves as the machine's speed drifts (a single ratio of whole-run medians hides it).
+  For two steps timed in alternating blocks of `block` calls (the last block may be shorter): the spread
+  says how much the ratio moves as the machine's speed drifts (a ratio of whole-run medians hides it).
   """
-  count = min(len(numerator), len(denominator)) // block
+  count = min(len(numerator), len(denominator))
   if not count:
-    raise ValueError(f'blockwise_ratios needs at least one block of {block} timings per side.')
-  ratios = [np.median(numerator[i * block:(i + 1) * block]) / np.median(denominator[i * block:(i + 1) * block])
-            for i in range(count)]
-  p10, median, p90 = np.percentile(ratios, [10, 50, 90])
-  return {'median': round(float(median), 3), 'p10': round(float(p10), 3), 'p90': round(float(p90), 3)}
+    raise ValueError('blockwise_ratios needs timings on both sides.')
+  return _spread([np.median(numerator[start:start + block]) / np.median(denominator[start:start + block])
+                  for start in range(0, count, block)])
 
 
 def time_call(function: Callable[[], Any]) -> float:
