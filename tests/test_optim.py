@@ -121,3 +121,5 @@ def test_params_average_tracks_the_params_and_leaves_the_updates_alone():
   # As checkpoint.load_state restores it: NamedTuples as dicts, tuples as lists.
   restored = [{'count': np.int32(4), 'mu': PARAMS}, {'average': want, 'count': np.int32(4)}]
   assert optim.averaged_params(restored) is want and optim.averaged_params(restored[:1]) is None
+  # Evaluation (and a distillation teacher) uses the average where there is one.
+  assert optim.evaluation_params(params, restored) is want and optim.evaluation_params(params, restored[:1]) is params

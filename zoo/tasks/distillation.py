@@ -15,10 +15,12 @@ import optax
 from zoo import models
 from zoo.errors import ConfigError
 from zoo.tasks.classification import Batch, Classification, Params
+from zoo.train import optim
 
 
 def load_teacher(workdir: str) -> tuple[Any, dict]:
-  """(model, variables) of the latest checkpoint of the zoo run in `workdir`."""
+  """(model, variables) of the latest checkpoint of the zoo run in `workdir`: its params average where the
+  run's optimizer keeps one (optimizer.average_decay), the params its evaluations used."""
   path = pathlib.Path(workdir)
   if not (path / 'config.json').exists():
     raise ConfigError(f'config.task.teacher_workdir={workdir!r} holds no zoo run (no config.json); '
@@ -29,7 +31,8 @@ def load_teacher(workdir: str) -> tuple[Any, dict]:
     saved = load_state(path)
   except FileNotFoundError as error:
     raise ConfigError(f'The teacher run {workdir} has no checkpoint ({error}); let it finish training.') from error
-  return models.build(config.model), {'params': saved['params'], **saved['model_state']}
+  params = optim.evaluation_params(saved['params'], saved['opt_state'])
+  return models.build(config.model), {'params': params, **saved['model_state']}
 
 
 @dataclasses.dataclass(frozen=True)

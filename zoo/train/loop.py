@@ -43,8 +43,7 @@ def total_train_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -
 
 def for_evaluation(state: state_lib.TrainState) -> state_lib.TrainState:
   """`state` with the optimizer's params average as its params where it keeps one (optimizer.average_decay)."""
-  average = optim.averaged_params(state.opt_state)
-  return state if average is None else state.replace(params=average)
+  return state.replace(params=optim.evaluation_params(state.params, state.opt_state))
 
 
 def evaluate(eval_step, state, pipeline: Pipeline, split: str, batch_size: int, strategy) -> dict[str, float]:
@@ -162,10 +161,9 @@ def load_run(workdir: str | pathlib.Path, overrides: list[str] = (), *,
     saved = load_state(workdir)
   except FileNotFoundError as error:
     raise ConfigError(f'{error} Train the run first (experiments/train.py --workdir={workdir}).') from error
-  average = optim.averaged_params(saved['opt_state'])
   state = experiment.state.replace(
       step=jax.device_put(saved['step'], experiment.shardings.step),
-      params=jax.device_put(saved['params'] if average is None else average, experiment.shardings.params),
+      params=jax.device_put(optim.evaluation_params(saved['params'], saved['opt_state']), experiment.shardings.params),
       model_state=jax.device_put(saved['model_state'], experiment.shardings.model_state))
   return config, experiment, state
 

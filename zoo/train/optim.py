@@ -170,3 +170,9 @@ def build(config: ml_collections.ConfigDict, total_steps: int) -> tuple[optax.Gr
       raise ConfigError(f'config.optimizer.average_decay={config.average_decay} must lie in (0, 1), e.g. 0.999.')
     chain.append(params_average(config.average_decay))
   return optax.chain(*chain), schedule
+
+
+def evaluation_params(params: Any, opt_state: Any) -> Any:
+  """The params a run evaluates with: the optimizer's params average where it keeps one, else `params`."""
+  average = averaged_params(opt_state)
+  return params if average is None else average
