@@ -43,7 +43,6 @@ from zoo.train.step import compile_steps  # pylint: disable=wrong-import-positio
 SUITES = {
     'zoo': ['mnist_mlp', 'mnist_cnn', 'sst2_lstm', 'sst2_transformer', 'binarized_mnist_vae',
             'fashion_mnist_resnet', 'shakespeare_lstm', 'shakespeare_transformer'],
-    'twins': ['mnist_mlp', 'mnist_cnn', 'sst2_lstm', 'sst2_transformer', 'binarized_mnist_vae'],
 }
 SEQUENCE_MODELS = ('rnn_classifier', 'rnn_lm', 'transformer')
 TWIN_BLOCK = 10  # zoo and twin steps alternate in blocks of this many
