@@ -43,7 +43,8 @@ def total_train_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -
 
 def for_evaluation(state: state_lib.TrainState) -> state_lib.TrainState:
   """`state` with the optimizer's params average as its params where it keeps one (optimizer.average_decay)."""
-  return state.replace(params=optim.evaluation_params(state.params, state.opt_state))
+  params = optim.evaluation_params(state.params, state.opt_state)
+  return state if params is state.params else state.replace(params=params)
 
 
 def evaluate(eval_step, state, pipeline: Pipeline, split: str, batch_size: int, strategy) -> dict[str, float]:
