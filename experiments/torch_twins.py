@@ -250,27 +250,30 @@ def build_step(config: ml_collections.ConfigDict, batch: dict, seed: int) -> tup
   average = [w.clone() for w in weights] if average_decay else []
   model.train()
 
+  epsilon = config.task.get('adversarial_epsilon', 0.0)
+  label_smoothing = config.task.get('label_smoothing', 0.0)
+
+  def cross_entropy(logits):
+    """Mean CE against the (smoothed) labels; a language model's logits [B, T, V] count every position."""
+    return torch.nn.functional.cross_entropy(logits.flatten(0, -2) if language_model else logits, labels,
+                                             label_smoothing=label_smoothing)
+
   def loss_fn():
     if name == 'vae':
       logits, mean, logvar = model(x)
       reconstruction = torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction='sum') / len(x)
       return reconstruction + 0.5 * (logvar.exp() + mean ** 2 - 1 - logvar).sum(-1).mean()
-    logits = model(x)
-    return torch.nn.functional.cross_entropy(logits.flatten(0, -2) if language_model else logits, labels,
-                                             label_smoothing=label_smoothing)
+    return cross_entropy(model(x))
 
   def adversarial_backward():
     """The gradients of CE(x) + CE(x + r) (zoo.tasks.classification): r from the clean pass's one backward."""
     embedded = model.embeddings(x)
     embedded.retain_grad()
-    torch.nn.functional.cross_entropy(model(x, embedded), labels).backward(retain_graph=True)
+    cross_entropy(model(x, embedded)).backward(retain_graph=True)
     direction = embedded.grad.flatten(1)
     direction = direction * (epsilon / (direction.norm(dim=1, keepdim=True) + 1e-12))
     perturbed = embedded + direction.view_as(embedded)
-    torch.nn.functional.cross_entropy(model(x, perturbed), labels).backward()
-
-  epsilon = config.task.get('adversarial_epsilon', 0.0)
-  label_smoothing = config.task.get('label_smoothing', 0.0)
+    cross_entropy(model(x, perturbed)).backward()
 
   def step():
     optimizer.zero_grad(set_to_none=True)
