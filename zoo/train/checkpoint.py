@@ -63,6 +63,11 @@ def _state_handler() -> ocp.PyTreeCheckpointHandler:
   return ocp.PyTreeCheckpointHandler(use_compression=False)
 
 
+def _item_handlers() -> dict:
+  """The handler of each item a checkpoint holds: the train state, the input pipeline's position, the config."""
+  return {'state': _state_handler(), 'data': grain.checkpoint.CheckpointHandler(), 'config': ocp.JsonCheckpointHandler()}
+
+
 def _state_restore_args(target: Any) -> ocp.args.PyTreeRestore:
   """Restore arguments for the `state` item onto `target`'s shapes, dtypes and shardings."""
   return ocp.args.PyTreeRestore(target, ocp.checkpoint_utils.construct_restore_args(target))
@@ -128,9 +133,8 @@ class Checkpointer:
     self._quarantine_unfinished_saves()
     self._io = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='zoo-checkpoint-io',
                                                      initializer=_lower_thread_priority)
-    self.manager = self._on_io_thread(ocp.CheckpointManager, self.directory, options=self._options, item_handlers={
-        'state': _state_handler(), 'data': grain.checkpoint.CheckpointHandler(),
-        'config': ocp.JsonCheckpointHandler()})
+    self.manager = self._on_io_thread(ocp.CheckpointManager, self.directory, options=self._options,
+                                      item_handlers=_item_handlers())
 
   def _on_io_thread(self, function, *args, **kwargs):
     """function(*args, **kwargs) run on the low-priority I/O thread; waits for it and re-raises its errors."""
@@ -265,8 +269,8 @@ def load_state(workdir: str | pathlib.Path, step: int | None = None) -> Any:
   Needs no model code: the tree comes from the checkpoint's own metadata. Works
   on any device count (the run may have been saved from a mesh of many).
   """
-  manager = ocp.CheckpointManager(pathlib.Path(workdir).resolve() / 'checkpoints',
-                                  item_handlers={'state': _state_handler()})
+  # All items' handlers, though only the state is read: Orbax warns of any item it has no handler for.
+  manager = ocp.CheckpointManager(pathlib.Path(workdir).resolve() / 'checkpoints', item_handlers=_item_handlers())
   step = manager.latest_step() if step is None else step
   if step is None:
     raise FileNotFoundError(f'No checkpoint in {workdir}/checkpoints.')
