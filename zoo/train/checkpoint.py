@@ -65,7 +65,8 @@ def _state_handler() -> ocp.PyTreeCheckpointHandler:
 
 def _item_handlers() -> dict:
   """The handler of each item a checkpoint holds: the train state, the input pipeline's position, the config."""
-  return {'state': _state_handler(), 'data': grain.checkpoint.CheckpointHandler(), 'config': ocp.JsonCheckpointHandler()}
+  return {'state': _state_handler(), 'data': grain.checkpoint.CheckpointHandler(),
+          'config': ocp.JsonCheckpointHandler()}
 
 
 def _state_restore_args(target: Any) -> ocp.args.PyTreeRestore:
