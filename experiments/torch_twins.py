@@ -146,7 +146,7 @@ def _rnn_language_model(torch, cfg):
 
 
 def _transformer(torch, cfg):
-  """The twin of zoo.models.transformer.TransformerEncoder, head 'classify' or (causal) 'lm'."""
+  """The twin of zoo.models.transformer.TransformerEncoder, head 'classify' (directional heads too) or (causal) 'lm'."""
   class Transformer(torch.nn.Module):
     def __init__(self):
       super().__init__()
@@ -165,6 +165,18 @@ def _transformer(torch, cfg):
       if not self.language_model and self.pooling != 'cls':
         self.pool = _pool(torch, self.pooling, cfg.d_model)
 
+    def directional_mask(self, pad):
+      """bool[B * H, T, T], True where blocked (zoo.kernels.attention's directional heads): keys after the
+      query for the first half of the heads, before it for the second, and padding keys; a padded query
+      still sees itself, so that no row is empty (PyTorch gives such rows NaN)."""
+      length = pad.shape[1]
+      after = torch.ones(length, length, dtype=torch.bool).triu(1)
+      half = cfg.num_heads // 2
+      directions = torch.stack([after] * half + [after.T] * (cfg.num_heads - half))
+      blocked = directions[None] | pad[:, None, None, :]
+      blocked &= ~(torch.eye(length, dtype=torch.bool) & pad[:, None, :, None])
+      return blocked.flatten(0, 1)
+
     def embeddings(self, tokens):
       return self.embed(tokens) * math.sqrt(cfg.d_model) + self.positions[:tokens.shape[1]]
 
@@ -174,7 +186,10 @@ def _transformer(torch, cfg):
         causal = torch.nn.Transformer.generate_square_subsequent_mask(tokens.shape[1]) if cfg.causal else None
         return self.out(self.norm(self.encoder(x, mask=causal, is_causal=bool(cfg.causal))))
       pad = tokens == 0
-      x = self.norm(self.encoder(x, src_key_padding_mask=pad))
+      if cfg.get('directional', False):
+        x = self.norm(self.encoder(x, mask=self.directional_mask(pad)))
+      else:
+        x = self.norm(self.encoder(x, src_key_padding_mask=pad))
       return self.out(x[:, 0] if self.pooling == 'cls' else self.pool(x, pad))
 
   return Transformer()

@@ -121,26 +121,61 @@ def _attention_inputs(dtype, batch=2, length=32, heads=2, head_dim=16, seed=1):
   return q, k, v, key_valid
 
 
-def _attention_loss_and_grads(implementation, q, k, v, key_valid, causal):
+MASKS = {'padding': {}, 'causal': dict(causal=True), 'directional': dict(directional=True)}
+
+
+def _attention_loss_and_grads(implementation, q, k, v, key_valid, mask):
   """Loss over real query positions only (outputs at padded queries are unspecified)."""
   def loss(q, k, v):
     from zoo.kernels.attention import dot_product_attention  # pylint: disable=import-outside-toplevel
-    out = dot_product_attention(q, k, v, key_valid, causal=causal, implementation=implementation)
+    out = dot_product_attention(q, k, v, key_valid, **MASKS[mask], implementation=implementation)
     weights = jnp.cos(jnp.arange(out.size, dtype=jnp.float32).reshape(out.shape))
     return (out.astype(jnp.float32) * weights * key_valid[:, :, None, None]).sum()
   return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))(q, k, v)
 
 
-@pytest.mark.parametrize('causal', [False, True])
+@pytest.mark.parametrize('mask', sorted(MASKS))
 @pytest.mark.parametrize('dtype, tolerance', [(jnp.float32, 1e-5), (jnp.bfloat16, 2e-2)])
-def test_pallas_attention_matches_xla_reference(causal, dtype, tolerance):
+def test_pallas_attention_matches_xla_reference(mask, dtype, tolerance):
+  """'directional' also checks the reversal that gives a causal kernel its backward heads."""
   inputs = _attention_inputs(dtype)
   reference = _attention_loss_and_grads('xla', *[x.astype(jnp.float32) if x.dtype == jnp.bfloat16 else x
-                                                 for x in inputs], causal)
-  candidate = _attention_loss_and_grads('pallas', *inputs, causal)
+                                                 for x in inputs], mask)
+  candidate = _attention_loss_and_grads('pallas', *inputs, mask)
   for want, got in zip(jax.tree.leaves(reference), jax.tree.leaves(candidate)):
     scale = float(jnp.abs(want).max()) + 1e-6
     np.testing.assert_allclose(np.asarray(got, np.float32) / scale, np.asarray(want) / scale, atol=tolerance)
+
+
+def test_directional_heads_see_their_own_side_only():
+  q, k, v, key_valid = _attention_inputs(jnp.float32, length=8, heads=4)
+  from zoo.kernels.attention import dot_product_attention  # pylint: disable=import-outside-toplevel
+  attend = lambda values: dot_product_attention(q, k, values, key_valid, directional=True, implementation='xla')
+  changed = np.abs(attend(v.at[:, 5].add(1.0)) - attend(v)).max(-1) > 0  # [B, T, H]: reached by step 5's value
+  steps = np.arange(8)[:, None]
+  forward, backward = np.broadcast_to(steps >= 5, (8, 2)), np.broadcast_to(steps <= 5, (8, 2))
+  np.testing.assert_array_equal(changed[0], np.concatenate([forward, backward], axis=1))
+  # The second row's real keys end at step 6 (key_valid); the output at its padded query 7 is unspecified.
+  np.testing.assert_array_equal(changed[1, :7], np.concatenate([forward, backward], axis=1)[:7])
+
+
+def test_real_steps_reverse_in_place_of_their_padding():
+  from zoo.kernels.attention import reverse_real_steps  # pylint: disable=import-outside-toplevel
+  x = jnp.array([[1, 2, 3, 0, 0], [4, 5, 6, 7, 8]])
+  reversed_x = reverse_real_steps(x, x != 0)
+  np.testing.assert_array_equal(reversed_x, [[3, 2, 1, 0, 0], [8, 7, 6, 5, 4]])
+  np.testing.assert_array_equal(reverse_real_steps(reversed_x, x != 0), x)
+  np.testing.assert_array_equal(reverse_real_steps(x, None), x[:, ::-1])
+
+
+def test_directional_attention_needs_an_even_head_count_and_no_causal_mask():
+  from zoo.kernels.attention import dot_product_attention  # pylint: disable=import-outside-toplevel
+  q = jnp.zeros((1, 4, 3, 8))
+  with pytest.raises(ValueError, match='even number of heads'):
+    dot_product_attention(q, q, q, directional=True)
+  q = jnp.zeros((1, 4, 2, 8))
+  with pytest.raises(ValueError, match='causal=False'):
+    dot_product_attention(q, q, q, causal=True, directional=True)
 
 
 def test_xla_reference_agrees_with_jax_nn_attention():

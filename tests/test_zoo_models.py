@@ -97,8 +97,10 @@ def test_shapes_params_purity_and_gradients(case):
          pooling='max'),
     dict(name='transformer', vocab_size=50, max_len=32, d_model=32, num_heads=4, num_layers=1, d_ff=64,
          pooling='attention'),
+    dict(name='transformer', vocab_size=50, max_len=32, d_model=32, num_heads=4, num_layers=2, d_ff=64,
+         pooling='max', directional=True),
 ], ids=['lstm', 'bigru', 'bilstm_max_pool', 'bilstm_attention_pool', 'transformer', 'transformer_max_pool',
-        'transformer_attention_pool'])
+        'transformer_attention_pool', 'transformer_directional'])
 def test_padding_does_not_change_a_sequence_result(kwargs):
   model = build(**kwargs)
   short = tokens(batch=2, length=10, pad_from=[7, 10])

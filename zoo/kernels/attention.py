@@ -12,7 +12,11 @@
            'pallas' is never picked automatically: on an H100 the Triton kernel is 1.4-3.7x and
            FA3 1.1-1.5x slower than cuDNN (benchmarks/README.md), and the f32 path uses TF32.
 
-Masks: `key_valid` marks real (non-padding) keys; `causal` lets query i see keys <= i.
+Masks: `key_valid` marks real (non-padding) keys; `causal` lets query i see keys <= i;
+`directional` splits the heads in two halves (DiSAN's forward and backward masks, Shen et
+al. 2018): the first half sees keys <= i, the second keys >= i. The 'xla' reference masks
+per head; the other kernels run the second half causally over each sequence's real steps
+reversed, which needs the padding at the end (as the zoo's text pipeline puts it).
 Outputs at padded query positions are unspecified (kernels differ there); real
 positions agree across implementations, and so do gradients of any loss that
 ignores padded positions, as the zoo Transformer's does.
@@ -30,29 +34,54 @@ IMPLEMENTATIONS = ('xla', 'cudnn', 'pallas', 'auto')
 HALF_DTYPES = (jnp.bfloat16, jnp.float16)
 
 
-def attention_weights(query, key, key_valid=None, causal=False):
+def attention_weights(query, key, key_valid=None, causal=False, directional=False):
   """softmax(q k^T / sqrt(d), masked) in f32: query [B, Tq, H, D], key [B, Tk, H, D] -> f32[B, H, Tq, Tk]."""
   scale = query.shape[-1] ** -0.5
   logits = jnp.einsum('bqhd,bkhd->bhqk', query * scale, key).astype(jnp.float32)
-  mask = _mask(key_valid, causal, query.shape[1], key.shape[1])
+  mask = _mask(key_valid, causal, directional, query.shape[1], key.shape[1], query.shape[2])
   if mask is not None:
     logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
   return jax.nn.softmax(logits, axis=-1)
 
 
-def xla_attention(query, key, value, key_valid=None, causal=False):
+def xla_attention(query, key, value, key_valid=None, causal=False, directional=False):
   """The reference. query: [B, Tq, H, D], key/value: [B, Tk, H, D], key_valid: bool[B, Tk] -> [B, Tq, H, D]."""
-  weights = attention_weights(query, key, key_valid, causal).astype(value.dtype)
+  weights = attention_weights(query, key, key_valid, causal, directional).astype(value.dtype)
   return jnp.einsum('bhqk,bkhd->bqhd', weights, value)
 
 
-def _mask(key_valid, causal, q_len, k_len):
-  """bool[B or 1, 1, Tq, Tk] or None."""
+def _mask(key_valid, causal, directional, q_len, k_len, num_heads):
+  """bool[B or 1, H or 1, Tq, Tk] or None."""
   mask = None if key_valid is None else key_valid[:, None, None, :]
-  if causal:
-    lower = jnp.tril(jnp.ones((q_len, k_len), bool))[None, None]
-    mask = lower if mask is None else mask & lower
+  if causal or directional:
+    lower = jnp.tril(jnp.ones((q_len, k_len), bool))
+    steps = lower[None, None]
+    if directional:
+      forward, backward = num_heads // 2, num_heads - num_heads // 2
+      upper = jnp.triu(jnp.ones((q_len, k_len), bool))
+      steps = jnp.concatenate([jnp.broadcast_to(lower, (forward, q_len, k_len)),
+                               jnp.broadcast_to(upper, (backward, q_len, k_len))])[None]
+    mask = steps if mask is None else mask & steps
   return mask
+
+
+def reverse_real_steps(x: jax.Array, key_valid: jax.Array | None) -> jax.Array:
+  """x [B, T, ...] with each row's real steps (a prefix: key_valid bool[B, T]) in reverse order, padding in place.
+
+  Its own inverse. None for key_valid: every step is real.
+  """
+  steps = jnp.arange(x.shape[1])
+  length = x.shape[1] if key_valid is None else key_valid.sum(1, keepdims=True)
+  order = jnp.broadcast_to(jnp.where(steps < length, length - 1 - steps, steps), x.shape[:2])
+  return jnp.take_along_axis(x, order.reshape(order.shape + (1,) * (x.ndim - 2)), axis=1)
+
+
+def directional_by_reversal(kernel, query, key, value, key_valid=None):
+  """Directional heads from a causal kernel: the second half of the heads over the real steps reversed."""
+  half = query.shape[2] // 2
+  forward = kernel(query[:, :, :half], key[:, :, :half], value[:, :, :half], key_valid, True)
+  backward = kernel(*(reverse_real_steps(x[:, :, half:], key_valid) for x in (query, key, value)), key_valid, True)
+  return jnp.concatenate([forward, reverse_real_steps(backward, key_valid)], axis=2)
 
 
 def cudnn_attention(query, key, value, key_valid=None, causal=False):
@@ -111,7 +140,7 @@ def pallas_attention(query, key, value, key_valid=None, causal=False):
                        interpret=jax.default_backend() != 'gpu')
 
 
-KERNELS = {'xla': xla_attention, 'cudnn': cudnn_attention, 'pallas': pallas_attention}
+FUSED_KERNELS = {'cudnn': cudnn_attention, 'pallas': pallas_attention}  # (q, k, v, key_valid, causal)
 
 
 def pallas_unsupported(query) -> str | None:
@@ -143,13 +172,16 @@ def _log_choice(chosen: str, reason: str) -> None:
 
 
 def dot_product_attention(query: jax.Array, key: jax.Array, value: jax.Array, key_valid: jax.Array | None = None,
-                          *, causal: bool = False, implementation: str = 'auto') -> jax.Array:
+                          *, causal: bool = False, directional: bool = False,
+                          implementation: str = 'auto') -> jax.Array:
   """softmax(q k^T / sqrt(d), masked) v per head, by the chosen kernel.
 
   Args:
     query: f32/bf16[B, Tq, H, D]. key, value: [B, Tk, H, D].
-    key_valid: bool[B, Tk], False at padding keys (None: all real).
+    key_valid: bool[B, Tk], False at padding keys (None: all real); with `directional`
+      and a kernel other than 'xla', the padding must come after the real keys.
     causal: query i attends to keys 0..i only.
+    directional: heads [:H/2] attend to keys 0..i, heads [H/2:] to keys i.. (self-attention, H even).
     implementation: 'xla', 'cudnn', 'pallas' or 'auto'.
   Returns:
     [B, Tq, H, D] in the query's dtype.
@@ -157,7 +189,16 @@ def dot_product_attention(query: jax.Array, key: jax.Array, value: jax.Array, ke
   if implementation not in IMPLEMENTATIONS:
     raise ValueError(f'Unknown attention implementation {implementation!r}; use one of: '
                      f'{", ".join(IMPLEMENTATIONS)}.')
+  if directional and (causal or query.shape[2] % 2 or query.shape[1] != key.shape[1]):
+    raise ValueError(f'Directional attention splits the heads between forward and backward self-attention; '
+                     f'got {query.shape[2]} heads, causal={causal}, {query.shape[1]} queries and {key.shape[1]} '
+                     'keys: use an even number of heads, causal=False and keys of the queries\' length.')
   if implementation == 'auto':
     implementation, reason = choose(query)
     _log_choice(implementation, reason)
-  return KERNELS[implementation](query, key, value, key_valid, causal)
+  if implementation == 'xla':
+    return xla_attention(query, key, value, key_valid, causal, directional)
+  kernel = FUSED_KERNELS[implementation]
+  if directional:
+    return directional_by_reversal(kernel, query, key, value, key_valid)
+  return kernel(query, key, value, key_valid, causal)

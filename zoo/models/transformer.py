@@ -35,6 +35,7 @@ class MultiHeadSelfAttention(nn.Module):
   num_heads: int
   dropout_rate: float = 0.0
   causal: bool = False
+  directional: bool = False
   attention: str = 'auto'
 
   @nn.compact
@@ -51,10 +52,11 @@ class MultiHeadSelfAttention(nn.Module):
     query, key, value = projection('query')(x), projection('key')(x), projection('value')(x)
     # Init only needs shapes, and runs in the params' f32: 'xla' there lets a half-precision kernel
     # ('cudnn') be configured for training under compute_dtype without failing at init.
-    attended = dot_product_attention(query, key, value, key_valid, causal=self.causal,
+    attended = dot_product_attention(query, key, value, key_valid, causal=self.causal, directional=self.directional,
                                      implementation='xla' if self.is_initializing() else self.attention)
     if self.is_mutable_collection('intermediates'):  # attention maps for inspection (zoo.inspect)
-      self.sow('intermediates', 'attention_weights', attention_weights(query, key, key_valid, self.causal))
+      self.sow('intermediates', 'attention_weights',
+               attention_weights(query, key, key_valid, self.causal, self.directional))
     out = nn.DenseGeneral(
         d_model, axis=(-2, -1), name='out',
         kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), ('heads', 'kv', 'embed')),
@@ -68,12 +70,14 @@ class EncoderBlock(nn.Module):
   d_ff: int
   dropout_rate: float = 0.0
   causal: bool = False
+  directional: bool = False
   attention: str = 'auto'
 
   @nn.compact
   def __call__(self, x: jax.Array, key_valid: jax.Array, *, train: bool) -> jax.Array:
     """x: f32[B, T, D], key_valid: bool[B, T] -> f32[B, T, D]."""
-    attention = MultiHeadSelfAttention(self.num_heads, self.dropout_rate, self.causal, self.attention)
+    attention = MultiHeadSelfAttention(self.num_heads, self.dropout_rate, self.causal, self.directional,
+                                       self.attention)
     x = x + attention(_layer_norm()(x), key_valid, train=train)
     y = nn.gelu(dense(self.d_ff, ('embed', 'mlp'))(_layer_norm()(x)))
     y = Dropout(self.dropout_rate, deterministic=not train)(y)
@@ -94,6 +98,8 @@ class TransformerEncoder(nn.Module):
     vocab_size, max_len: embedding table size and longest sequence.
     d_model, num_heads, num_layers, d_ff: block sizes.
     causal: each position attends only to itself and earlier ones.
+    directional: in every block, half the heads attend to the position and earlier ones, half to
+      it and later ones (DiSAN's forward and backward masks; an order bias for small data).
     attention: the attention kernel, see zoo.kernels.attention ('auto' picks per backend).
   """
   vocab_size: int
@@ -104,6 +110,7 @@ class TransformerEncoder(nn.Module):
   d_ff: int = 1024
   dropout_rate: float = 0.1
   causal: bool = False
+  directional: bool = False
   pad_id: int = 0
   head: str = 'classify'
   pooling: str = 'mean'
@@ -134,8 +141,8 @@ class TransformerEncoder(nn.Module):
     x = perturbation_point(self, 'embedding', x)
     real = tokens != self.pad_id
     for _ in range(self.num_layers):
-      x = EncoderBlock(self.num_heads, self.d_ff, self.dropout_rate, self.causal, self.attention)(
-          x, real, train=train)
+      x = EncoderBlock(self.num_heads, self.d_ff, self.dropout_rate, self.causal, self.directional,
+                       self.attention)(x, real, train=train)
     x = _layer_norm()(x)
     if self.head == 'lm':
       return dense(self.vocab_size, ('embed', 'vocab'))(x)
