@@ -266,19 +266,29 @@ def build_step(config: ml_collections.ConfigDict, batch: dict, seed: int) -> tup
   model.train()
 
   epsilon = config.task.get('adversarial_epsilon', 0.0)
+  consistency_weight = config.task.get('consistency_weight', 0.0)
   label_smoothing = config.task.get('label_smoothing', 0.0)
 
-  def cross_entropy(logits):
+  def cross_entropy(logits, targets=labels):
     """Mean CE against the (smoothed) labels; a language model's logits [B, T, V] count every position."""
-    return torch.nn.functional.cross_entropy(logits.flatten(0, -2) if language_model else logits, labels,
+    return torch.nn.functional.cross_entropy(logits.flatten(0, -2) if language_model else logits, targets,
                                              label_smoothing=label_smoothing)
+
+  def consistency_loss():
+    """R-Drop (zoo.tasks.classification): mean CE of two dropout passes in one + w * their symmetric KL."""
+    logits = model(torch.cat([x, x]))
+    first, second = logits.log_softmax(-1).chunk(2)
+    kl = torch.nn.functional.kl_div
+    symmetric = 0.5 * (kl(second, first, log_target=True, reduction='batchmean')
+                       + kl(first, second, log_target=True, reduction='batchmean'))
+    return cross_entropy(logits, torch.cat([labels, labels])) + consistency_weight * symmetric
 
   def loss_fn():
     if name == 'vae':
       logits, mean, logvar = model(x)
       reconstruction = torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction='sum') / len(x)
       return reconstruction + 0.5 * (logvar.exp() + mean ** 2 - 1 - logvar).sum(-1).mean()
-    return cross_entropy(model(x))
+    return consistency_loss() if consistency_weight else cross_entropy(model(x))
 
   def adversarial_backward():
     """The gradients of CE(x) + CE(x + r) (zoo.tasks.classification): r from the clean pass's one backward."""

@@ -1,4 +1,4 @@
-"""Task losses against hand-computed values, the IW bound property, and adversarial training."""
+"""Task losses against hand-computed values, the IW bound property, adversarial and consistency training."""
 
 from __future__ import annotations
 
@@ -109,7 +109,45 @@ def test_adversarial_training_with_a_bad_epsilon_or_model_names_the_option():
     task.loss(params, {}, batch, jax.random.PRNGKey(2), train=True)
 
 
-def test_distillation_refuses_adversarial_training():
-  with pytest.raises(ConfigError, match='adversarial_epsilon'):
+@pytest.mark.parametrize('option', ['adversarial_epsilon', 'consistency_weight'])
+def test_distillation_refuses_the_other_training_objectives(option):
+  with pytest.raises(ConfigError, match=option):
     tasks.Distillation(models.build(ml_collections.ConfigDict(SEQUENCE_CLASSIFIERS[0])), input_key='tokens',
-                       teacher_workdir='runs/teacher', adversarial_epsilon=0.5)
+                       teacher_workdir='runs/teacher', **{option: 0.5})
+
+
+def test_consistency_training_adds_the_symmetric_kl_between_two_dropout_passes():
+  classification = dict(name='classification', input_key='tokens')
+  model_kwargs = dict(SEQUENCE_CLASSIFIERS[1], dropout_rate=0.3)
+  task, model = _task(dict(classification, consistency_weight=2.0), model_kwargs)
+  batch = {'tokens': jnp.array([[3, 4, 5, 0, 0], [6, 7, 8, 9, 10]]), 'label': jnp.array([0, 1])}
+  params, rng = model.init(jax.random.PRNGKey(1), batch['tokens'], train=False)['params'], jax.random.PRNGKey(2)
+  objective, (metrics, _) = task.loss(params, {}, batch, rng, train=True)
+  # The reference: the batch stacked on itself in one train pass, so each copy draws its own dropout masks.
+  twice = {key: jnp.concatenate([value, value]) for key, value in batch.items()}
+  logits, _ = task.logits(params, {}, twice, rng, train=True)
+  first, second = np.split(np.asarray(jax.nn.log_softmax(logits), np.float64), 2)
+  assert not np.allclose(first, second)
+  kl = lambda p, q: (np.exp(p) * (p - q)).sum(-1)
+  expected_consistency = 0.5 * (kl(first, second) + kl(second, first)).mean()
+  expected_loss = -np.concatenate([first, second])[np.arange(4), np.tile(batch['label'], 2)].mean()
+  np.testing.assert_allclose(float(metrics['consistency']), expected_consistency, rtol=1e-4)
+  np.testing.assert_allclose(float(metrics['loss']), expected_loss, rtol=1e-5)
+  np.testing.assert_allclose(float(objective), expected_loss + 2.0 * expected_consistency, rtol=1e-5)
+  assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(
+      jax.grad(lambda p: task.loss(p, {}, batch, rng, train=True)[0])(params)))
+  # Without dropout both copies agree: the objective is the plain cross-entropy.
+  deterministic, _ = _task(dict(classification, consistency_weight=2.0), SEQUENCE_CLASSIFIERS[1])
+  plain, _ = _task(classification, SEQUENCE_CLASSIFIERS[1])
+  objective, (metrics, _) = deterministic.loss(params, {}, batch, rng, train=True)
+  assert float(metrics['consistency']) == pytest.approx(0.0, abs=1e-6)
+  assert float(objective) == pytest.approx(float(plain.loss(params, {}, batch, rng, train=True)[0]), rel=1e-6)
+  # Evaluation runs the batch once.
+  assert float(task.eval_sums(params, {}, batch)['count']) == 2.0
+
+
+def test_consistency_training_with_a_bad_weight_names_the_option():
+  with pytest.raises(ConfigError, match='consistency_weight=-1.0 must be >= 0'):
+    _task(dict(name='classification', consistency_weight=-1.0), dict(name='mlp', widths=[8]))
+  with pytest.raises(ConfigError, match='do not combine'):
+    _task(dict(name='classification', consistency_weight=1.0, adversarial_epsilon=0.5), dict(name='mlp', widths=[8]))

@@ -64,20 +64,38 @@ class Classification:
   CE(x) + CE(x + r), where r is the gradient of CE at the points, scaled to L2 norm epsilon per example
   (fixed, no gradient through it), and the same dropout masks serve both terms.
   Metrics: 'loss' stays the plain cross-entropy; 'adversarial_loss' is CE(x + r).
+
+  consistency_weight w > 0 is R-Drop (Liang et al. 2021): the model sees the batch twice, with
+  independent dropout masks (one pass over the batch stacked on itself), and the train loss becomes
+  the mean CE of both copies + w * the mean of KL(p1 || p2) and KL(p2 || p1) between their predictions.
+  Metrics: 'loss' is the mean CE of both copies; 'consistency' the symmetric KL.
   """
   model: nn.Module
   input_key: str = 'image'
   label_smoothing: float = 0.0
   adversarial_epsilon: float = 0.0
+  consistency_weight: float = 0.0
 
   def __post_init__(self):
-    if self.adversarial_epsilon < 0:
-      raise ConfigError(f'config.task.adversarial_epsilon={self.adversarial_epsilon} must be >= 0 (0: off).')
+    for option in ('adversarial_epsilon', 'consistency_weight'):
+      if getattr(self, option) < 0:
+        raise ConfigError(f'config.task.{option}={getattr(self, option)} must be >= 0 (0: off).')
+    if self.adversarial_epsilon and self.consistency_weight:
+      raise ConfigError('config.task.adversarial_epsilon and config.task.consistency_weight do not combine; '
+                        'set one of them to 0.')
 
   def loss(self, params: Params, model_state: dict, batch: Batch, rng: jax.Array, *,
            train: bool) -> tuple[jnp.ndarray, tuple[dict, dict]]:
-    """Train objective f32[] and ({'loss', 'accuracy'[, 'adversarial_loss']}, updated model state)."""
-    if not (train and self.adversarial_epsilon):
+    """Train objective f32[] and ({'loss', 'accuracy'[, 'adversarial_loss' | 'consistency']}, model state)."""
+    if train and self.consistency_weight:
+      twice = jax.tree.map(lambda x: jnp.concatenate([x, x]), batch)
+      loss, (both_logits, new_model_state) = self.cross_entropy(params, model_state, twice, rng, None)
+      first, second = jnp.split(jax.nn.log_softmax(both_logits), 2)
+      consistency = 0.5 * (optax.losses.kl_divergence_with_log_targets(second, first)
+                           + optax.losses.kl_divergence_with_log_targets(first, second)).mean()
+      logits = jnp.split(both_logits, 2)[0]
+      objective, extra = loss + self.consistency_weight * consistency, {'consistency': consistency}
+    elif not (train and self.adversarial_epsilon):
       loss, (logits, new_model_state) = self.cross_entropy(params, model_state, batch, rng, None, train=train)
       objective, extra = loss, {}
     else:

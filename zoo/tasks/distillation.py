@@ -57,8 +57,9 @@ class Distillation(Classification):
     if not 0.0 <= self.alpha <= 1.0 or self.temperature <= 0:
       raise ConfigError(f'Distillation needs 0 <= alpha <= 1 and temperature > 0; got alpha={self.alpha}, '
                         f'temperature={self.temperature}.')
-    if self.adversarial_epsilon:
-      raise ConfigError('The distillation task has no adversarial training; remove config.task.adversarial_epsilon.')
+    for option in ('adversarial_epsilon', 'consistency_weight'):
+      if getattr(self, option):
+        raise ConfigError(f'The distillation task trains on the plain loss only; remove config.task.{option}.')
     object.__setattr__(self, 'teacher', load_teacher(self.teacher_workdir))
 
   def loss(self, params: Params, model_state: dict, batch: Batch, rng: jax.Array, *,
