@@ -54,13 +54,12 @@ def _mask(key_valid, causal, directional, q_len, k_len, num_heads):
   """bool[B or 1, H or 1, Tq, Tk] or None."""
   mask = None if key_valid is None else key_valid[:, None, None, :]
   if causal or directional:
-    lower = jnp.tril(jnp.ones((q_len, k_len), bool))
-    steps = lower[None, None]
-    if directional:
-      forward, backward = num_heads // 2, num_heads - num_heads // 2
-      upper = jnp.triu(jnp.ones((q_len, k_len), bool))
-      steps = jnp.concatenate([jnp.broadcast_to(lower, (forward, q_len, k_len)),
-                               jnp.broadcast_to(upper, (backward, q_len, k_len))])[None]
+    ones = jnp.ones((q_len, k_len), bool)
+    lower = jnp.tril(ones)
+    if directional:  # heads [:H/2] look back, heads [H/2:] ahead
+      steps = jnp.where(jnp.arange(num_heads)[:, None, None] < num_heads // 2, lower, jnp.triu(ones))[None]
+    else:
+      steps = lower[None, None]
     mask = steps if mask is None else mask & steps
   return mask
 

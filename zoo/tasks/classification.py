@@ -90,10 +90,10 @@ class Classification:
     if train and self.consistency_weight:
       twice = jax.tree.map(lambda x: jnp.concatenate([x, x]), batch)
       loss, (both_logits, new_model_state) = self.cross_entropy(params, model_state, twice, rng, None)
-      first, second = jnp.split(jax.nn.log_softmax(both_logits), 2)
+      logits, second_logits = jnp.split(both_logits, 2)
+      first, second = jax.nn.log_softmax(logits), jax.nn.log_softmax(second_logits)
       consistency = 0.5 * (optax.losses.kl_divergence_with_log_targets(second, first)
                            + optax.losses.kl_divergence_with_log_targets(first, second)).mean()
-      logits = jnp.split(both_logits, 2)[0]
       objective, extra = loss + self.consistency_weight * consistency, {'consistency': consistency}
     elif not (train and self.adversarial_epsilon):
       loss, (logits, new_model_state) = self.cross_entropy(params, model_state, batch, rng, None, train=train)
