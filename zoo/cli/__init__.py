@@ -1,0 +1,1 @@
+"""Command-line launchers installed with the package (`zoo-train`); experiments/*.py call the same code."""
