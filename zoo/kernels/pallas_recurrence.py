@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
-from zoo.kernels import recurrence as reference
+from zoo.kernels.cells import GATES, weight_grads
 
 BLOCK_B = 16  # sequences per program (Triton dots need >= 16 rows)
 MAX_TILE = 64  # hidden units per tile: bounds the [K, N] weight tile each dot loads
@@ -82,7 +82,7 @@ def _recurrent_tiles(h_states, w_ref, t, column, hidden, gates, tile):
 
 def _forward_kernel(proj_ref, valid_ref, w_ref, b_ref, out_ref, h_states, c_states, saved_ref, *,
                     cell, hidden, tile, interpret):
-  gates = reference.GATES[cell]
+  gates = GATES[cell]
   length = proj_ref.shape[0]
   tiles = hidden // tile
   def zero_state(j, carry):
@@ -131,7 +131,7 @@ def _forward_kernel(proj_ref, valid_ref, w_ref, b_ref, out_ref, h_states, c_stat
 
 def _backward_kernel(d_out_ref, valid_ref, w_ref, h_states, c_states, saved_ref, dh_last_ref, dc_last_ref,
                      dz_in_ref, dz_rec_ref, dh_states, dc_states, *, cell, hidden, tile, interpret):
-  gates = reference.GATES[cell]
+  gates = GATES[cell]
   length = d_out_ref.shape[0]
   tiles = hidden // tile
   def last_state(j, carry):
@@ -287,7 +287,7 @@ def _recurrence_bwd(cell, residuals, cotangents):
                  jax.ShapeDtypeStruct((length + 1, batch_padded, hidden), f32)],
       interpret=interpret, name=f'{cell}_backward',
   )(d_out, valid, kernel, h_states, c_states, saved, dh_last, dc_last)
-  d_kernel, d_bias = reference.weight_grads(h_states[:length], dz_rec)
+  d_kernel, d_bias = weight_grads(h_states[:length], dz_rec)
   return dz_in[:true_length, :batch], None, d_kernel.astype(kernel.dtype), d_bias.astype(bias.dtype)
 
 

@@ -15,7 +15,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from zoo.kernels.recurrence import GATES, recurrent_layer
+from zoo.kernels.cells import GATES
+from zoo.kernels.recurrence import recurrent_layer
 from zoo.models.layers import POOLINGS, DenseParams, Dropout, Pool, dense, perturbation_point
 
 
