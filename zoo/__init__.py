@@ -5,3 +5,7 @@ Rooms: `zoo.models` (pure linen modules), `zoo.tasks` (losses and metrics),
 step, loop, checkpoints), `zoo.parallel` (meshes and shardings),
 `zoo.kernels` (fused kernels behind reference implementations).
 """
+
+from zoo import platforms as _platforms
+
+_platforms.choose()
