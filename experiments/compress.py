@@ -26,7 +26,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from zoo import compress
-from zoo.compress.evaluation import (distill_and_compare, distillation_markdown, markdown, prune_and_evaluate,
+from zoo.train.compression import (distill_and_compare, distillation_markdown, markdown, prune_and_evaluate,
                                     quantization_markdown, quantize_and_evaluate)
 from zoo.errors import UserError
 

@@ -20,6 +20,8 @@ import time
 
 from absl import app, flags
 
+from zoo.train import run_folder
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = REPO / 'experiments' / 'results.jsonl'
 README = REPO / 'README.md'
@@ -53,7 +55,7 @@ def run_row(row: str, overrides=()) -> dict:
   subprocess.run(command, check=True)
   wall_s = time.time() - started
   lines = [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
-  config = json.loads((workdir / 'config.json').read_text())
+  config = run_folder.read_config(workdir)
   split, key = ROWS[row][:2]
   final = {line['split']: line for line in lines}  # the last line of each split
   entry = {'row': row, 'split': split, 'metric': key, 'value': final[split][key], 'steps': final[split]['step']}

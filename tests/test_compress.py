@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from zoo import compress
-from zoo.compress.evaluation import markdown, prune_and_evaluate
+from zoo.train.compression import markdown, prune_and_evaluate
 from zoo.compress.pruning import PruningState
 from zoo.errors import ConfigError
 from zoo.train.loop import build_experiment

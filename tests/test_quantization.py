@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from zoo.compress import quantization
-from zoo.compress.evaluation import quantize_and_evaluate
+from zoo.train.compression import quantize_and_evaluate
 from zoo.errors import ConfigError
 from zoo.models import CNN, TransformerEncoder
 

@@ -19,9 +19,10 @@ TASKS = {
 }
 
 
-def build(config: ml_collections.ConfigDict, model: nn.Module):
-  """config.name picks the task; other keys are its options."""
-  return construct(TASKS, config, 'task', model=model)
+def build(config: ml_collections.ConfigDict, model: nn.Module, **inputs):
+  """config.name picks the task; other keys are its options; `inputs` are what it takes from elsewhere
+  (the distillation teacher: see zoo.train.run_folder.task_inputs)."""
+  return construct(TASKS, config, 'task', model=model, **inputs)
 
 
 __all__ = ['Classification', 'Distillation', 'LanguageModel', 'TASKS', 'VariationalAutoencoder', 'build']

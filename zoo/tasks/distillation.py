@@ -3,36 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-import pathlib
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 
-from zoo import models
 from zoo.errors import ConfigError
 from zoo.tasks.classification import Batch, Classification, Params
-from zoo.train import optim
-
-
-def load_teacher(workdir: str) -> tuple[Any, dict]:
-  """(model, variables) of the latest checkpoint of the zoo run in `workdir`: its params average where the
-  run's optimizer keeps one (optimizer.average_decay), the params its evaluations used."""
-  path = pathlib.Path(workdir)
-  if not (path / 'config.json').exists():
-    raise ConfigError(f'config.task.teacher_workdir={workdir!r} holds no zoo run (no config.json); '
-                      'train the teacher first, e.g. experiments/train.py --config=experiments/configs/mnist_cnn.py.')
-  config = ml_collections.ConfigDict(json.loads((path / 'config.json').read_text()))
-  from zoo.train.checkpoint import load_state  # pylint: disable=import-outside-toplevel  (keeps zoo.tasks free of the data stack)
-  try:
-    saved = load_state(path)
-  except FileNotFoundError as error:
-    raise ConfigError(f'The teacher run {workdir} has no checkpoint ({error}); let it finish training.') from error
-  params = optim.evaluation_params(saved['params'], saved['opt_state'])
-  return models.build(config.model), {'params': params, **saved['model_state']}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,14 +21,16 @@ class Distillation(Classification):
   Evaluation is the student's plain classification metrics.
 
   Attributes:
-    teacher_workdir: run folder of the teacher (a classifier of the same inputs and classes).
+    teacher_workdir: run folder of the teacher (a classifier of the same inputs and classes); the training
+      loop loads it (zoo.train.run_folder.task_inputs) and passes it in as `teacher`.
     temperature: T; the T^2 factor keeps the soft-target gradients on the scale of the hard ones.
     alpha: weight of the soft targets.
+    teacher: (model, variables) of the teacher, its variables as its evaluations use them.
   """
   teacher_workdir: str = ''
   temperature: float = 4.0
   alpha: float = 0.9
-  teacher: Any = dataclasses.field(default=None, init=False, repr=False, compare=False)
+  teacher: tuple[Any, dict] | None = dataclasses.field(default=None, repr=False, compare=False)
 
   def __post_init__(self):
     super().__post_init__()
@@ -60,7 +40,9 @@ class Distillation(Classification):
     for option in ('adversarial_epsilon', 'consistency_weight'):
       if getattr(self, option):
         raise ConfigError(f'The distillation task trains on the plain loss only; remove config.task.{option}.')
-    object.__setattr__(self, 'teacher', load_teacher(self.teacher_workdir))
+    if self.teacher is None:
+      raise ConfigError('The distillation task needs a teacher: set config.task.teacher_workdir to a trained run '
+                        '(zoo.tasks.build(config, model, teacher=(model, variables)) in your own code).')
 
   def loss(self, params: Params, model_state: dict, batch: Batch, rng: jax.Array, *,
            train: bool) -> tuple[jnp.ndarray, tuple[dict, dict]]:

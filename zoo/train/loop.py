@@ -23,10 +23,10 @@ from zoo.data import build_pipeline
 from zoo.data.pipeline import Pipeline
 from zoo.errors import ConfigError, NonFiniteLossError
 from zoo.parallel import make_mesh, strategies
-from zoo.train import optim
+from zoo.train import optim, run_folder
 from zoo.train.host_memory import reuse_freed_host_memory
 from zoo.train import state as state_lib
-from zoo.train.checkpoint import Checkpointer, abstract_like, load_state
+from zoo.train.checkpoint import Checkpointer, abstract_like
 from zoo.train.preemption import PreemptionWatcher
 from zoo.train.step import compile_steps, step_options
 from zoo.train.writers import MetricWriter, read_metrics
@@ -128,7 +128,7 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: pathlib.Path | 
   model = models.build(config.model)
   if strategy_name == 'pmap' and hasattr(model, 'batch_norm_axis_name'):
     model = model.clone(batch_norm_axis_name=strategies.PMAP_AXIS)  # BatchNorm statistics over all devices
-  task = tasks.build(config.task, model)
+  task = tasks.build(config.task, model, **run_folder.task_inputs(config.task))
   if before_data is not None:
     before_data()
   pipeline = build_pipeline(config.data, seed=config.seed, raw_data_dir=raw_data_dir, workdir=workdir)
@@ -152,19 +152,14 @@ def load_run(workdir: str | pathlib.Path, overrides: list[str] = (), *,
   and the latest checkpoint's params (the optimizer's params average where it keeps one, as the
   evaluation during training uses) and model state on the experiment's mesh. Writes nothing.
   """
-  workdir = pathlib.Path(workdir)
-  if not (workdir / 'config.json').exists():
-    raise ConfigError(f'{workdir} holds no config.json: it is not a zoo run folder. Pass the --workdir of a run.')
-  config = ml_collections.ConfigDict(json.loads((workdir / 'config.json').read_text()))
+  config = run_folder.read_config(workdir)
   apply_overrides(config, list(overrides))
-  experiment = build_experiment(config, workdir, raw_data_dir=raw_data_dir)
-  try:
-    saved = load_state(workdir)
-  except FileNotFoundError as error:
-    raise ConfigError(f'{error} Train the run first (experiments/train.py --workdir={workdir}).') from error
+  experiment = build_experiment(config, pathlib.Path(workdir), raw_data_dir=raw_data_dir)
+  saved = run_folder.latest_state(workdir)
+  variables = run_folder.evaluation_variables(saved)
   state = experiment.state.replace(
       step=jax.device_put(saved['step'], experiment.shardings.step),
-      params=jax.device_put(optim.evaluation_params(saved['params'], saved['opt_state']), experiment.shardings.params),
+      params=jax.device_put(variables['params'], experiment.shardings.params),
       model_state=jax.device_put(saved['model_state'], experiment.shardings.model_state))
   return config, experiment, state
 
