@@ -151,3 +151,18 @@ def test_consistency_training_with_a_bad_weight_names_the_option():
     _task(dict(name='classification', consistency_weight=-1.0), dict(name='mlp', widths=[8]))
   with pytest.raises(ConfigError, match='do not combine'):
     _task(dict(name='classification', consistency_weight=1.0, adversarial_epsilon=0.5), dict(name='mlp', widths=[8]))
+
+
+@pytest.mark.parametrize('name', sorted(tasks.TASKS))
+def test_every_task_keeps_the_task_contract(name):
+  model = models.build(ml_collections.ConfigDict(dict(name='mlp', widths=[8])))
+  inputs = {'teacher': (model, {})} if name == 'distillation' else {}
+  task = tasks.build(ml_collections.ConfigDict(dict(name=name)), model, **inputs)
+  assert isinstance(task, tasks.Task)
+  assert task.model is model and isinstance(task.input_key, str)
+
+
+def test_distillation_without_a_teacher_says_how_to_give_one():
+  model = models.build(ml_collections.ConfigDict(dict(name='mlp', widths=[8])))
+  with pytest.raises(ConfigError, match='teacher_workdir'):
+    tasks.build(ml_collections.ConfigDict(dict(name='distillation')), model)

@@ -12,9 +12,7 @@ import jax.numpy as jnp
 import optax
 
 from zoo.errors import ConfigError
-
-Params = Any
-Batch = dict[str, jnp.ndarray]
+from zoo.tasks.base import Batch, Params
 
 
 def scaled_per_example(tree: Any, norm: float) -> Any:

@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import optax
 
 from zoo.errors import ConfigError
-from zoo.tasks.classification import Batch, Classification, Params
+from zoo.tasks.base import Batch, Params
+from zoo.tasks.classification import Classification
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from zoo.tasks.classification import Batch, Params
+from zoo.tasks.base import Batch, Params
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from zoo.tasks.classification import Batch, Params
+from zoo.tasks.base import Batch, Params
 
 LOG_2PI = math.log(2 * math.pi)
 
