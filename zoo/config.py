@@ -20,6 +20,11 @@ DATA_PRESETS = {
     'tiny_shakespeare': dict(eval_split='validation', test_split='test', batch_size=64, eval_batch_size=64,
                              token_level='char', vocab_size=128, max_length=128),
     'binarized_mnist': dict(eval_split='validation', test_split='test', eval_batch_size=500, image_scale=1.0),
+    # JPEGs decoded, cropped (Inception crops for train; resize to 256 + centre 224 for eval) and flipped
+    # in `num_workers` grain processes; see docs/imagenet.md.
+    'imagenet2012': dict(eval_split='validation', test_split='validation', batch_size=1024, eval_batch_size=1024,
+                         cache_in_memory=False, image_size=224, num_workers=8, jpeg_draft=True,
+                         augment=dict(translate=0, flip=True, word_dropout=0.0, random_resized_crop=True)),
 }
 
 

@@ -50,10 +50,13 @@ class Augment:
     translate: max pixel shift per axis (random crop with zero padding); 0 = off.
     flip: random left-right flips (not for digits or text).
     word_dropout: probability of replacing a token by <unk>.
+    random_resized_crop: Inception-style crops of JPEG datasets (imagenet2012), done while decoding
+      (zoo.data.image_ops, which also does their flips).
   """
   translate: int = 0
   flip: bool = False
   word_dropout: float = 0.0
+  random_resized_crop: bool = False
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict | None) -> 'Augment':
@@ -61,11 +64,11 @@ class Augment:
     unknown = sorted(set(options) - {f.name for f in dataclasses.fields(cls)})
     if unknown:
       raise ConfigError(f'config.data.augment has no option {", ".join(unknown)}; it has translate, flip, '
-                        'word_dropout.')
+                        'word_dropout, random_resized_crop.')
     return cls(**options)
 
   def __bool__(self) -> bool:
-    return bool(self.translate or self.flip or self.word_dropout)
+    return bool(self.translate or self.flip or self.word_dropout or self.random_resized_crop)
 
   def __call__(self, batch: Batch, rng: np.random.Generator) -> Batch:
     out = dict(batch)

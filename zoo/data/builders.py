@@ -25,6 +25,7 @@ from tensorflow_datasets.datasets.tiny_shakespeare import tiny_shakespeare_datas
 from tensorflow_datasets.image_classification import mnist as tfds_mnist
 from tensorflow_datasets.text import glue
 
+from zoo.data.imagenet import Imagenet2012
 from zoo.errors import DataUnavailableError
 
 
@@ -172,5 +173,5 @@ class GlueSst2(LocalFilesMixin, glue.Glue, skip_registration=True):
 
 BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
     'mnist': Mnist, 'fashion_mnist': FashionMnist, 'tiny_shakespeare': TinyShakespeare,
-    'binarized_mnist': BinarizedMnist, 'glue/sst2': GlueSst2,
+    'binarized_mnist': BinarizedMnist, 'glue/sst2': GlueSst2, 'imagenet2012': Imagenet2012,
 }

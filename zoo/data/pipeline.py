@@ -18,12 +18,14 @@ import zipfile
 from typing import Any, Iterator, Mapping, Sequence
 
 import grain
-from absl import logging
+from absl import flags, logging
 import jax
 import ml_collections
 import numpy as np
+import tensorflow_datasets as tfds
 
 from zoo.data.augment import Augment
+from zoo.data.image_ops import DecodeImages
 from zoo.data.preparation import prepare
 from zoo.data.text import Vocabulary, pad_sequences, windows
 from zoo.errors import ConfigError, DataUnavailableError
@@ -111,6 +113,50 @@ class _ReadRows:
 
 
 @dataclasses.dataclass
+class _ReadDecodeRows:
+  """Like _ReadRows for JPEG records: decodes to u8[b, S, S, 3] (train: random crops, flips from rng), then scales."""
+  source: Any
+  rows: slice
+  decode: DecodeImages
+  image_scale: float = 255.0
+
+  def __call__(self, global_indices: np.ndarray, rng: np.random.Generator | None = None) -> Batch:
+    records = self.source.__getitems__(global_indices[self.rows].tolist())
+    batch = self.decode.eval(records) if rng is None else self.decode.train(records, rng, self.rows.start)
+    return to_model_inputs(batch, self.image_scale)
+
+
+@dataclasses.dataclass
+class _EvalBatch:
+  """The local eval batch starting at example `start` of the split, padded to batch_size (mask 0 on padding)."""
+  read: Any
+  length: int
+  batch_size: int
+  rows: slice
+
+  def __call__(self, start: int) -> Batch:
+    real = np.arange(start, min(start + self.batch_size, self.length))
+    indices = np.concatenate([real, np.zeros(self.batch_size - len(real), dtype=real.dtype)])
+    mask = (np.arange(self.batch_size) < len(real)).astype(np.float32)
+    batch = self.read(indices)
+    batch['mask'] = mask[self.rows]
+    return batch
+
+
+def _worker_options(num_workers: int) -> grain.MultiprocessingOptions:
+  """grain's worker-process options; outside an absl app, absl flags (which grain reads) keep their defaults."""
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+  return grain.MultiprocessingOptions(num_workers=num_workers)
+
+
+def _variable_size_images(features: Any) -> bool:
+  """Whether a TFDS feature dict stores images of varying size (JPEGs to decode and crop, e.g. imagenet2012)."""
+  image = features['image'] if features is not None and 'image' in features else None
+  return isinstance(image, tfds.features.Image) and image.shape[0] is None
+
+
+@dataclasses.dataclass
 class Pipeline:
   """Train and eval input for one dataset, split per process.
 
@@ -124,6 +170,8 @@ class Pipeline:
     vocab: the token vocabulary of text datasets (None for others).
     image_scale: uint8 images are divided by it (255, or 1 for binary images).
     augment: train-time augmentation (seeded per batch by grain).
+    decode: for JPEG sources (imagenet2012): decoding, crops and flips, done per batch inside grain's map.
+    num_workers: grain worker processes running the reads, decoding and augmentation (0: this process).
   """
   sources: dict[str, Any]
   train_split: str
@@ -135,6 +183,8 @@ class Pipeline:
   vocab: Vocabulary | None = None
   image_scale: float = 255.0
   augment: Augment = Augment()
+  decode: DecodeImages | None = None
+  num_workers: int = 0
 
   def __post_init__(self):
     self.local_rows = self.process_rows(self.global_batch_size)
@@ -153,7 +203,12 @@ class Pipeline:
 
   def example_batch(self) -> Batch:
     """One preprocessed record of the train split as a batch of 1 (for shapes)."""
-    return _ReadRows(self.sources[self.train_split], slice(0, 1), self.image_scale)(np.zeros(1, np.int64))
+    return self._reader(self.sources[self.train_split], slice(0, 1))(np.zeros(1, np.int64))
+
+  def _reader(self, source: Any, rows: slice) -> _ReadRows | _ReadDecodeRows:
+    if self.decode is None:
+      return _ReadRows(source, rows, self.image_scale)
+    return _ReadDecodeRows(source, rows, self.decode, self.image_scale)
 
   def train_iterator(self) -> grain.DatasetIterator:
     """Endless iterator of local batches {'image': f32[b, ...], 'label': i32[b]}.
@@ -164,11 +219,18 @@ class Pipeline:
     source = self.sources[self.train_split]
     indices = grain.MapDataset.range(len(source)).shuffle(seed=self.seed).repeat()
     batches = indices.batch(self.global_batch_size, drop_remainder=True)
-    batches = batches.map(_ReadRows(source, self.local_rows, self.image_scale))
+    if self.decode is None:
+      batches = batches.map(_ReadRows(source, self.local_rows, self.image_scale))
+    else:  # its own random stream, apart from the batch augmentation's
+      decode_seed = int(np.random.SeedSequence([self.seed, 1]).generate_state(1)[0])
+      batches = batches.random_map(self._reader(source, self.local_rows), seed=decode_seed)
     if self.augment:
       batches = batches.random_map(self.augment, seed=self.seed)
     options = grain.ReadOptions(num_threads=self.num_threads, prefetch_buffer_size=2 * self.num_threads)
-    return iter(batches.to_iter_dataset(options))
+    dataset = batches.to_iter_dataset(options)
+    if self.num_workers:
+      dataset = dataset.mp_prefetch(_worker_options(self.num_workers))
+    return iter(dataset)
 
   def eval_batches(self, split: str, batch_size: int) -> Iterator[Batch]:
     """Every example of `split` once, in order, as local batches of fixed size.
@@ -177,13 +239,17 @@ class Pipeline:
     """
     source = self.sources[split]
     rows = self.process_rows(batch_size)
-    for start in range(0, len(source), batch_size):
-      real = np.arange(start, min(start + batch_size, len(source)))
-      indices = np.concatenate([real, np.zeros(batch_size - len(real), dtype=real.dtype)])
-      mask = (np.arange(batch_size) < len(real)).astype(np.float32)
-      batch = _ReadRows(source, rows, self.image_scale)(indices)
-      batch['mask'] = mask[rows]
-      yield batch
+    batch_at = _EvalBatch(self._reader(source, rows), len(source), batch_size, rows)
+    starts = range(0, len(source), batch_size)
+    if self.decode is None or not self.num_workers:
+      yield from map(batch_at, starts)
+      return
+    dataset = grain.MapDataset.source(starts).map(batch_at).to_iter_dataset()
+    iterator = iter(dataset.mp_prefetch(_worker_options(self.num_workers)))
+    try:
+      yield from iterator
+    finally:
+      iterator.close()
 
 
 def read_tsv_splits(folder: str, splits: list[str]) -> dict[str, dict[str, np.ndarray]]:
@@ -248,9 +314,13 @@ def _tfds_sources(config: ml_collections.ConfigDict, splits: list[str], raw_data
     columns = {split: ArraySource.load(builder.as_data_source(split=split)).columns for split in splits}
     return _text_sources(columns, config, splits, workdir)
   sources = {}
+  encoded = _variable_size_images(builder.info.features)  # JPEGs stay encoded until grain's map
+  if encoded and not config.get('image_size'):
+    raise ConfigError(f'Dataset {config.name!r} stores JPEGs of varying size; set config.data.image_size '
+                      '(e.g. 224) to decode and crop them.')
   for split in splits:
-    source = builder.as_data_source(split=split)
-    if config.cache_in_memory:
+    source = builder.as_data_source(split=split, decoders={'image': tfds.decode.SkipDecoding()} if encoded else None)
+    if config.cache_in_memory and not encoded:
       cache_path = pathlib.Path(builder.data_dir) / f'zoo-decoded-{re.sub(r"[^A-Za-z0-9_.-]", "_", split)}.npz'
       source = ArraySource.load(source, cache_path)
     sources[split] = source
@@ -277,8 +347,17 @@ def build_pipeline(config: ml_collections.ConfigDict, *, seed: int, raw_data_dir
     sources, vocab = _text_sources(read_tsv_splits(config.tsv_dir, splits), config, splits, workdir)
   else:
     sources, vocab = _tfds_sources(config, splits, raw_data_dir, workdir)
+  augment, decode = Augment.from_config(config.get('augment')), None
+  source_info = getattr(sources[config.train_split], 'dataset_info', None)
+  if _variable_size_images(getattr(source_info, 'features', None)):
+    decode = DecodeImages(size=config.image_size, random_resized_crop=augment.random_resized_crop,
+                          flip=augment.flip, draft=config.get('jpeg_draft', True))
+    augment = dataclasses.replace(augment, random_resized_crop=False, flip=False)
+  elif augment.random_resized_crop:
+    raise ConfigError(f'config.data.augment.random_resized_crop needs a dataset stored as JPEG (imagenet2012); '
+                      f'{config.name!r} is not. Use augment.translate instead.')
   return Pipeline(sources=sources, train_split=config.train_split,
                   global_batch_size=config.batch_size, seed=seed,
                   process_index=jax.process_index(), process_count=jax.process_count(),
                   num_threads=config.num_threads, vocab=vocab, image_scale=config.get('image_scale', 255.0),
-                  augment=Augment.from_config(config.get('augment')))
+                  augment=augment, decode=decode, num_workers=config.get('num_workers', 0))

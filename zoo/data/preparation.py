@@ -71,8 +71,11 @@ def prepare(name: str, *, raw_data_dir: str | None = None, tfds_dir: str | None 
   searched = raw_data_dirs(raw_data_dir)
   incomplete = {}
   local_folder = getattr(builder, 'LOCAL_FOLDER', name)
-  for root in searched:
-    folder = root / local_folder
+  manual_only = getattr(builder, 'MANUAL_ONLY', False)  # no public download (imagenet2012)
+  folders = [root / local_folder for root in searched]
+  if manual_only:  # TFDS's own manual dir comes last
+    folders.append(pathlib.Path(builder.data_dir_root) / 'downloads' / 'manual')
+  for folder in folders:
     missing = _missing_files(folder, filenames)
     if not missing:
       if isinstance(builder, LocalFilesMixin):
@@ -87,7 +90,7 @@ def prepare(name: str, *, raw_data_dir: str | None = None, tfds_dir: str | None 
   download_error = None
   if allow_download is None:
     allow_download = not os.environ.get(OFFLINE_ENV)
-  if allow_download:
+  if allow_download and not manual_only:
     try:
       check_reachable(builder.URL)
       _download_and_prepare(builder, manual_dir=None)
@@ -103,7 +106,8 @@ def prepare(name: str, *, raw_data_dir: str | None = None, tfds_dir: str | None 
   for folder, missing in incomplete.items():
     lines.append(f'{folder} is incomplete; missing: {", ".join(missing)}.')
   lines.append(f'Fix: put {", ".join(filenames)} into {searched[0] / local_folder}/ '
-               f'(or into <dir>/{local_folder}/ and pass --data_dir=<dir> or set ${RAW_DATA_ENV}). '
+               f'(or into <dir>/{local_folder}/ and pass --data_dir=<dir> or set ${RAW_DATA_ENV}'
+               + (f', or into TFDS\'s manual dir {folders[-1]}' if manual_only else '') + '). '
                f'Folders searched: {", ".join(str(d) for d in searched)}. '
                f'Originals: {builder.URL}')
   raise DataUnavailableError(' '.join(lines))
