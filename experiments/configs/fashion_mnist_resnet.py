@@ -1,4 +1,11 @@
-"""Fashion-MNIST, a small ResNet (3 stages of 2 basic blocks, 16-32-64) (target >= 93.0%)."""
+"""Fashion-MNIST, a small ResNet (3 stages of 2 basic blocks, 16-32-64), Nesterov SGD, 15 epochs.
+
+Random shifts of up to 2 pixels and horizontal flips; label smoothing 0.1; weight decay 5e-4.
+Expected: 93.27% test accuracy (target >= 93.0%) in 15.2 min on 2 cores of an AMD EPYC
+(2026-11-27, commit bfc3e21). Model card: docs/models/resnet.md.
+
+  python experiments/train.py --config=experiments/configs/fashion_mnist_resnet.py --workdir=runs/fashion_resnet
+"""
 
 import ml_collections
 

@@ -1,4 +1,10 @@
-"""MNIST, the Flax-examples CNN: >= 99.2% test accuracy in 10 epochs on 2 CPU cores."""
+"""MNIST, the Flax-examples CNN (conv32-pool-conv64-pool-dense256), SGD + momentum 0.9, 10 epochs of 128.
+
+Expected: 99.33% test accuracy (target >= 99.2%) in 3.6 min on 2 cores of an Intel Xeon
+(2026-11-26, commit a1c1cbd). This is `make train`. Model card: docs/models/cnn.md.
+
+  python experiments/train.py --config=experiments/configs/mnist_cnn.py --workdir=runs/mnist_cnn
+"""
 
 import ml_collections
 

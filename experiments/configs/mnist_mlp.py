@@ -1,4 +1,10 @@
-"""MNIST, MLP 784-512-256-10 with dropout (target >= 98.3% test accuracy)."""
+"""MNIST, MLP 784-512-256-10 (ReLU, dropout 0.2), AdamW with warmup + cosine, 20 epochs of batch 128.
+
+Expected: 98.67% test accuracy (target >= 98.3%) in 1.0 min on 2 cores of an Intel Xeon
+(2026-11-26, commit a1c1cbd). Model card: docs/models/mlp.md.
+
+  python experiments/train.py --config=experiments/configs/mnist_mlp.py --workdir=runs/mnist_mlp
+"""
 
 import ml_collections
 

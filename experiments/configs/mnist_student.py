@@ -1,10 +1,12 @@
-"""MNIST, a small MLP student 784-128-10, trained alone or distilled from the mnist_cnn run.
+"""MNIST, a small MLP student 784-128-10 (Adam, 30 epochs), trained alone or distilled from the mnist_cnn run.
 
-  --config=experiments/configs/mnist_student.py            # alone (labels only)
-  --config=experiments/configs/mnist_student.py:distilled  # from runs/results/mnist_cnn (T=4, alpha=0.9)
+  python experiments/train.py --config=experiments/configs/mnist_student.py --workdir=runs/student
+  python experiments/train.py --config=experiments/configs/mnist_student.py:distilled --workdir=runs/student_kd
 
-The teacher is config.task.teacher_workdir: train it first with
-`python experiments/results.py --rows=mnist_cnn` (or point it at any mnist classifier run).
+`:distilled` learns from runs/results/mnist_cnn (T=4, alpha=0.9; config.task.teacher_workdir): train it first
+with `python experiments/results.py --rows=mnist_cnn` (or point it at any MNIST classifier run).
+Expected: 97.89% test accuracy alone, 98.33% distilled from a 99.33% teacher (seed 1: 98.03% and 98.32%), on
+2 cores of an Intel Xeon (2026-11-26, commit 8a9b006). Model card: docs/models/mlp.md; docs/compression.md.
 """
 
 import ml_collections
@@ -21,8 +23,7 @@ def get_config(mode: str = 'alone') -> ml_collections.ConfigDict:
     config.task = ml_collections.ConfigDict(dict(
         name='distillation', teacher_workdir='runs/results/mnist_cnn', temperature=4.0, alpha=0.9))
   config.optimizer.update(dict(name='adam', learning_rate=1e-3, schedule='warmup_cosine', warmup_steps=100))
-  # Distillation pays off once the student has trained long enough to fit the soft targets:
-  # at 10 epochs it matched the student alone (97.33% vs 97.39%), at 30 it gained (README).
+  # 30 epochs: distillation pays off once the student fits the soft targets (docs/compression.md).
   config.num_epochs = 30
   config.eval_every = 2345
   config.checkpoint.every = 2345

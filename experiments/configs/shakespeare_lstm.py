@@ -1,4 +1,10 @@
-"""tiny_shakespeare, character LSTM (2x512) (target <= 1.50 nats/char on validation)."""
+"""tiny_shakespeare, character LSTM language model (2 x 512), Adam, 10 epochs of 64 x 128 characters.
+
+Expected: 1.474 nats/char on validation (target <= 1.50; 1.578 on test) in 12.4 min on 2 cores of an
+AMD EPYC (2026-11-27, commit bd17c70). Model card: docs/models/rnn.md.
+
+  python experiments/train.py --config=experiments/configs/shakespeare_lstm.py --workdir=runs/shakespeare_lstm
+"""
 
 import ml_collections
 
