@@ -38,7 +38,8 @@ def _run(tx, steps=3):
     (_config(name='nesterov', momentum=0.8), optax.sgd(0.1, momentum=0.8, nesterov=True)),
     (_config(name='adam', learning_rate=1e-2), optax.adam(1e-2)),
     (_config(name='adamw', learning_rate=1e-2, weight_decay=0.1, decay_mask='all'), optax.adamw(1e-2, weight_decay=0.1)),
-    (_config(name='rmsprop', learning_rate=1e-2, decay=0.9, eps=1e-8), optax.rmsprop(1e-2, decay=0.9, eps=1e-8)),
+    (_config(name='rmsprop', learning_rate=1e-2, momentum=0.0), optax.rmsprop(1e-2, decay=0.9, eps=1e-8)),
+    (_config(name='rmsprop', learning_rate=1e-2), optax.rmsprop(1e-2, decay=0.9, eps=1e-8, momentum=0.9)),
 ])
 def test_each_optimizer_matches_optax(config, reference):
   tx, _ = optim.build(config, total_steps=10)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+from typing import Mapping
 
 import ml_collections
 
@@ -32,6 +33,8 @@ def default_config(dataset: str = 'mnist') -> ml_collections.ConfigDict:
   """All sections with their defaults for `dataset`; experiment configs override what they need.
 
   data: dataset (TFDS name), splits, batching, caching, train-time augmentation, TFDS dir (None: TFDS's default).
+    name='tsv' reads your own text from tsv_dir (<split>.tsv, sentence<TAB>label; see zoo.data.pipeline).
+    bucket_by_length: text batches of similar lengths, cut to their longest example (zoo.data.bucketing).
   model / task: `name` picks the module / task; other keys are its options.
   optimizer: see zoo.train.optim.build.
   mesh: axes {'data', 'fsdp', 'tensor': size, one may be -1}, logical-axis rules (logical name -> mesh
@@ -52,12 +55,14 @@ def default_config(dataset: str = 'mnist') -> ml_collections.ConfigDict:
       name=dataset, train_split='train', eval_split='test', test_split='test',
       batch_size=128, eval_batch_size=1000, cache_in_memory=True, num_threads=0, image_scale=255.0,
       augment=dict(translate=0, flip=False, word_dropout=0.0),
-      tfds_dir=ml_collections.config_dict.placeholder(str)) | DATA_PRESETS.get(dataset, {}))
+      tfds_dir=ml_collections.config_dict.placeholder(str), tsv_dir=ml_collections.config_dict.placeholder(str),
+      bucket_by_length=False) | DATA_PRESETS.get(dataset, {}))
   config.model = ml_collections.ConfigDict(dict(name='cnn'))
   config.task = ml_collections.ConfigDict(dict(name='classification'))
   config.optimizer = ml_collections.ConfigDict(dict(
-      name='adam', learning_rate=1e-3, schedule='constant', warmup_steps=0, end_learning_rate=0.0,
-      weight_decay=0.0, l2=0.0, l1=0.0, grad_clip_norm=0.0, decay_mask='kernels', average_decay=0.0,
+      name='adam', learning_rate=1e-3, schedule='constant', warmup_steps=0, end_learning_rate=0.0, staircase=False,
+      momentum=0.9, b1=0.9, b2=0.999, eps=1e-8, decay=0.9, weight_decay=0.0, l2=0.0, l1=0.0, grad_clip_norm=0.0,
+      decay_mask='kernels', average_decay=0.0,
       pruning=dict(sparsity=0.0, scope='global', begin_fraction=0.0, end_fraction=0.75, every=50)))
   config.mesh = ml_collections.ConfigDict(dict(axes={'data': -1, 'fsdp': 1, 'tensor': 1}, rules=DEFAULT_RULES, strategy='jit'))
   config.quantization = ml_collections.ConfigDict(dict(aware_training=False))
@@ -74,6 +79,25 @@ def default_config(dataset: str = 'mnist') -> ml_collections.ConfigDict:
   config.cpu_reuse_host_memory = True
   config.cpu_single_malloc_arena = False
   return config
+
+
+def _merged(defaults: dict, given: Mapping) -> dict:
+  """`defaults` with `given`'s keys over them, nested sections merged key by key."""
+  merged = dict(defaults)
+  for key, value in given.items():
+    if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+      value = _merged(merged[key], value)
+    merged[key] = value
+  return merged
+
+
+def complete(section: str, given: Mapping | None) -> ml_collections.ConfigDict:
+  """A config section from a plain or partial dict (or ConfigDict): default_config()'s `section` with
+  `given`'s keys over it, so research code can pass just what it changes (`{'name': 'adamw', ...}`)."""
+  if given is not None and not isinstance(given, (Mapping, ml_collections.ConfigDict)):
+    raise ConfigError(f'The {section} config must be a dict or ml_collections.ConfigDict, not {type(given).__name__}.')
+  given = given.to_dict() if isinstance(given, ml_collections.ConfigDict) else dict(given or {})
+  return ml_collections.ConfigDict(_merged(default_config()[section].to_dict(), given))
 
 
 def set_dotted(config: ml_collections.ConfigDict, dotted: str, value) -> None:

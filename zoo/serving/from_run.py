@@ -21,7 +21,7 @@ def export_run(workdir: pathlib.Path, out: pathlib.Path, raw_data_dir: str | Non
   metadata = {
       'task': config.task.name, 'model': config.model.name, 'input_key': input_key,
       'input_shape': [None, *example.shape[1:]], 'input_dtype': str(example.dtype),
-      'image_scale': config.data.get('image_scale', 255.0), 'trained_steps': int(state.step),
+      'image_scale': config.data.image_scale, 'trained_steps': int(state.step),
       'source_workdir': str(workdir.resolve()),
   }
   vocab = experiment.pipeline.vocab

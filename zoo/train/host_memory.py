@@ -85,8 +85,8 @@ def prepare_host_malloc(config: ml_collections.ConfigDict) -> None:
 
   Call it before anything starts JAX's backend (the launchers do it first).
   """
-  if not config.get('cpu_reuse_host_memory', True) or not will_run_on_cpu():
+  if not config.cpu_reuse_host_memory or not will_run_on_cpu():
     return
-  if config.get('cpu_single_malloc_arena', False):
+  if config.cpu_single_malloc_arena:
     use_one_malloc_arena()
   reuse_freed_host_memory()

@@ -19,6 +19,7 @@ import ml_collections
 import optax
 
 from zoo import compress
+from zoo.config import complete
 from zoo.errors import ConfigError
 
 SCHEDULES = ('constant', 'exponential', 'piecewise', 'warmup_cosine')
@@ -32,13 +33,14 @@ def build_schedule(config: ml_collections.ConfigDict, total_steps: int) -> optax
   piecewise (boundaries as fractions of total_steps or steps, scales);
   warmup_cosine (warmup_steps linear from 0, cosine to end_learning_rate).
   """
+  config = complete('optimizer', config)
   lr = config.learning_rate
-  name = config.get('schedule', 'constant')
+  name = config.schedule
   if name == 'constant':
     return optax.constant_schedule(lr)
   if name == 'exponential':
     return optax.exponential_decay(lr, transition_steps=config.decay_steps, decay_rate=config.decay_rate,
-                                   staircase=config.get('staircase', False))
+                                   staircase=config.staircase)
   if name == 'piecewise':
     boundaries = [int(b * total_steps) if 0 < b < 1 else int(b) for b in config.boundaries]
     return optax.piecewise_constant_schedule(lr, dict(zip(boundaries, config.scales)))
@@ -46,7 +48,7 @@ def build_schedule(config: ml_collections.ConfigDict, total_steps: int) -> optax
     return optax.warmup_cosine_decay_schedule(
         init_value=0.0, peak_value=lr, warmup_steps=config.warmup_steps,
         decay_steps=max(total_steps, config.warmup_steps + 1),
-        end_value=config.get('end_learning_rate', 0.0))
+        end_value=config.end_learning_rate)
   raise ConfigError(f'Unknown schedule {name!r}; set config.optimizer.schedule to one of: {", ".join(SCHEDULES)}.')
 
 
@@ -123,47 +125,49 @@ def _scaling(config: ml_collections.ConfigDict) -> list[optax.GradientTransforma
   if name == 'sgd':
     return []
   if name in ('momentum', 'nesterov'):
-    return [optax.trace(decay=config.get('momentum', 0.9), nesterov=name == 'nesterov')]
+    return [optax.trace(decay=config.momentum, nesterov=name == 'nesterov')]
   if name in ('adam', 'adamw'):
-    return [optax.scale_by_adam(b1=config.get('b1', 0.9), b2=config.get('b2', 0.999), eps=config.get('eps', 1e-8))]
+    return [optax.scale_by_adam(b1=config.b1, b2=config.b2, eps=config.eps)]
   if name == 'rmsprop':
-    scaling = [optax.scale_by_rms(decay=config.get('decay', 0.9), eps=config.get('eps', 1e-8))]
-    if config.get('momentum', 0.0):
+    scaling = [optax.scale_by_rms(decay=config.decay, eps=config.eps)]
+    if config.momentum:
       scaling.append(optax.trace(decay=config.momentum))
     return scaling
   raise ConfigError(f'Unknown optimizer {name!r}; set config.optimizer.name to one of: {", ".join(OPTIMIZERS)}.')
 
 
 def build(config: ml_collections.ConfigDict, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """Returns (optax transform, learning-rate schedule) for `config` (the optimizer section).
+  """Returns (optax transform, learning-rate schedule) for `config`: the optimizer section, or a plain or
+  partial dict of it (the rest from zoo.config.default_config).
 
-  Keys: name, learning_rate, schedule (+ its options), momentum, b1, b2, eps,
-  decay, grad_clip_norm, weight_decay (decoupled; 'adamw' defaults to 1e-4),
+  Keys (defaults in zoo.config.default_config): name, learning_rate, schedule (+ its options), momentum
+  (momentum, nesterov, rmsprop; 0 turns it off for rmsprop), b1, b2, eps, decay (rmsprop), grad_clip_norm,
+  weight_decay (decoupled, any optimizer; 'adamw' is 'adam' where weight_decay is meant to be set),
   l2, l1, decay_mask ('kernels' or 'all'), pruning (sparsity > 0 turns on gradual
   magnitude pruning of the kernels: scope, begin/end as fractions of the run, every),
   average_decay (> 0: evaluate a moving average of the params, see `params_average`).
   """
+  config = complete('optimizer', config)
   schedule = build_schedule(config, total_steps)
-  mask = decay_mask(config.get('decay_mask', 'kernels'))
+  mask = decay_mask(config.decay_mask)
   chain = []
-  if config.get('grad_clip_norm'):
+  if config.grad_clip_norm:
     chain.append(optax.clip_by_global_norm(config.grad_clip_norm))
-  if config.get('l2'):
+  if config.l2:
     chain.append(optax.add_decayed_weights(config.l2, mask))
-  if config.get('l1'):
+  if config.l1:
     chain.append(add_l1_penalty(config.l1, mask))
   chain.extend(_scaling(config))
-  weight_decay = config.get('weight_decay', 1e-4 if config.name == 'adamw' else 0.0)
-  if weight_decay:
-    chain.append(optax.add_decayed_weights(weight_decay, mask))
+  if config.weight_decay:
+    chain.append(optax.add_decayed_weights(config.weight_decay, mask))
   chain.append(optax.scale_by_learning_rate(schedule))
-  pruning = config.get('pruning')
-  if pruning and pruning.sparsity > 0:
+  pruning = config.pruning
+  if pruning.sparsity > 0:
     begin, end = int(pruning.begin_fraction * total_steps), int(pruning.end_fraction * total_steps)
     chain.append(compress.gradual_pruning(compress.polynomial_sparsity(pruning.sparsity, begin, end), begin, end,
                                           pruning.every, pruning.scope))
-  if config.get('average_decay'):
-    if pruning and pruning.sparsity > 0:
+  if config.average_decay:
+    if pruning.sparsity > 0:
       raise ConfigError('config.optimizer.average_decay with pruning would evaluate an average of pruned and '
                         'unpruned weights, which is not sparse; set one of them to 0.')
     if not 0.0 < config.average_decay < 1.0:

@@ -143,11 +143,14 @@ COMPUTE_DTYPES = {'float32': None, 'bfloat16': jnp.bfloat16, 'float16': jnp.floa
 
 
 def step_options(config: ml_collections.ConfigDict) -> tuple[int, jnp.dtype | None]:
-  """(microbatches, compute dtype or None for f32) from the run config; ConfigError when invalid."""
-  dtype_name = config.get('compute_dtype', 'float32')
+  """(microbatches, compute dtype or None for f32) from the run config; ConfigError when invalid.
+
+  The loop also calls it before preparing any data, so that a bad value fails before expensive work.
+  """
+  dtype_name = config.compute_dtype
   if dtype_name not in COMPUTE_DTYPES:
     raise ConfigError(f'config.compute_dtype={dtype_name!r}; use one of: {", ".join(COMPUTE_DTYPES)}.')
-  microbatches = config.get('microbatches', 1)
+  microbatches = config.microbatches
   if not isinstance(microbatches, int) or microbatches < 1 or config.data.batch_size % microbatches:
     raise ConfigError(f'config.microbatches={microbatches!r} must be a positive integer dividing '
                       f'config.data.batch_size={config.data.batch_size}.')
@@ -164,9 +167,9 @@ def compile_steps(task, tx, schedule, strategy, config: ml_collections.ConfigDic
   train = functools.partial(train_step, task=task, tx=tx, schedule=schedule, axis_name=strategy.axis_name,
                             microbatches=microbatches, compute_dtype=compute_dtype)
   evaluate = functools.partial(eval_step, task=task, compute_dtype=compute_dtype)
-  if config.get('quantization', {}).get('aware_training'):
+  if config.quantization.aware_training:
     train, evaluate = _fake_quantized(train), _fake_quantized(evaluate)
-  return strategy.compile(train, evaluate, compiler_options(config.get('cpu_compiler_options'), strategy.mesh.size))
+  return strategy.compile(train, evaluate, compiler_options(config.cpu_compiler_options, strategy.mesh.size))
 
 
 def _fake_quantized(step_fn: Callable) -> Callable:
