@@ -282,7 +282,7 @@ def test_your_own_tsv_files_load_through_the_same_layer(tmp_path):
   fun, dull = pipeline.vocab.ids['fun'], pipeline.vocab.ids['dull']
   np.testing.assert_array_equal(dev['tokens'], [[fun, 1, dull, 0]])  # 'but' is unknown
   (folder / 'dev.tsv').write_text('text,label\nno tabs here,1\n')
-  with pytest.raises(DataUnavailableError, match='must start with the header sentence<TAB>label'):
+  with pytest.raises(DataUnavailableError, match=r'dev.tsv:1: the first line is .* must be the header sentence<TAB>label'):
     build_pipeline(config, seed=0)
 
 

@@ -14,6 +14,7 @@ processes (hosts) train one run when each is started with
 
 from __future__ import annotations
 
+import ast
 import sys
 
 import jax
@@ -49,9 +50,25 @@ def parse_flags(argv: list[str]) -> list[str]:
              f'pass a config file\'s path or one of: {", ".join(shipped_configs())}.')
   except flags.Error as error:
     sys.exit(f'FATAL Flags parsing error: {error}')
+  except SyntaxError as error:
+    sys.exit(f'FATAL Flags parsing error: the --config file {error.filename}:{error.lineno} has a syntax error '
+             f'({error.msg}); fix that line.')
   except (KeyError, AttributeError) as error:
-    sys.exit(f'FATAL Flags parsing error: unknown config key {str(error).strip(chr(34))} in a --config.* override; '
-             'the config file lists the valid keys.')
+    sys.exit(f'FATAL Flags parsing error: {_unknown_key_message(error)}')
+
+
+def _unknown_key_message(error: KeyError | AttributeError) -> str:
+  """"unknown config key 'x' (did you mean "y"?) ..." from ml_collections' KeyError, whose text holds quotes and a newline."""
+  text = str(error.args[0] if error.args else error)
+  while text[:1] in ('"', "'"):  # a KeyError's text wrapped in its repr, once or more
+    try:
+      text = str(ast.literal_eval(text))
+    except (ValueError, SyntaxError):
+      break
+  key, _, hint = text.partition('\n')
+  key = key if key[:1] in ('"', "'") else repr(key)
+  hint = f' ({hint.strip().rstrip("?").replace("Did you mean", "did you mean")}?)' if hint.strip() else ''
+  return (f'unknown config key {key.strip()}{hint} in a --config.* override; the config file lists the valid keys.')
 
 
 def main(argv):

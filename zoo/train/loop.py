@@ -126,6 +126,10 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: pathlib.Path | 
   strategies.check(strategy_name, mesh)
   step_options(config)
   model = models.build(config.model)
+  max_length, max_len = config.data.get('max_length'), getattr(model, 'max_len', None)
+  if max_length and max_len and max_length > max_len:
+    raise ConfigError(f'config.data.max_length={max_length} exceeds config.model.max_len={max_len}, the model\'s '
+                      f'longest input; set --config.model.max_len={max_length} or a smaller data.max_length.')
   if strategy_name == 'pmap' and hasattr(model, 'batch_norm_axis_name'):
     model = model.clone(batch_norm_axis_name=strategies.PMAP_AXIS)  # BatchNorm statistics over all devices
   task = tasks.build(config.task, model, **run_folder.task_inputs(config.task))
@@ -135,6 +139,11 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: pathlib.Path | 
   if pipeline.vocab is not None and config.model.get('vocab_size', 0) < len(pipeline.vocab):
     raise ConfigError(f'config.model.vocab_size={config.model.get("vocab_size")} is smaller than the data\'s '
                       f'vocabulary ({len(pipeline.vocab)} ids); set it to at least {len(pipeline.vocab)}.')
+  if pipeline.largest_label is not None and pipeline.largest_label[0] >= getattr(model, 'num_classes', float('inf')):
+    label, where = pipeline.largest_label
+    shown = f'label {pipeline.label_names[label]!r} (id {label})' if pipeline.label_names else f'label {label}'
+    raise ConfigError(f'{where}: {shown} is out of range for config.model.num_classes={model.num_classes}; '
+                      f'set --config.model.num_classes={label + 1} or fix the labels.')
   total_steps = total_train_steps(config, pipeline.steps_per_epoch)
   if total_steps <= 0:
     raise ConfigError(f'The config gives {total_steps} train steps; set config.num_epochs or '
