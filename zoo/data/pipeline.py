@@ -9,8 +9,8 @@ each process reads only its own rows.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
+import json
 import os
 import pathlib
 import re
@@ -168,6 +168,8 @@ class Pipeline:
     process_index, process_count: this process and how many read in total.
     num_threads: grain read/prefetch threads for the train iterator.
     vocab: the token vocabulary of text datasets (None for others).
+    label_names: your own data's label names (id i is label_names[i]), None for integer labels.
+    largest_label: your own data's largest label id and where it is ('path:line'), checked against the model.
     image_scale: uint8 images are divided by it (255, or 1 for binary images).
     augment: train-time augmentation (seeded per batch by grain).
     decode: for JPEG sources (imagenet2012): decoding, crops and flips, done per batch inside grain's map.
@@ -183,6 +185,8 @@ class Pipeline:
   vocab: Vocabulary | None = None
   image_scale: float = 255.0
   augment: Augment = Augment()
+  label_names: list[str] | None = None
+  largest_label: tuple[int, str] | None = None
   decode: DecodeImages | None = None
   num_workers: int = 0
 
@@ -252,27 +256,92 @@ class Pipeline:
       iterator.close()
 
 
-def read_tsv_splits(folder: str, splits: list[str]) -> dict[str, dict[str, np.ndarray]]:
-  """Your own text classification data: `<folder>/<split>.tsv`, header `sentence<TAB>label`, integer labels.
+TSV_HEADER = ['sentence', 'label']
 
-  Returns split -> {'sentence': utf-8 bytes [N], 'label': i64[N]}.
+
+def _read_tsv(path: pathlib.Path) -> tuple[list[str], list[str], list[int]]:
+  """(sentences, raw labels, line numbers) of one `sentence<TAB>label` file.
+
+  Lines end at \n or \r\n only (U+0085 and other Unicode breaks stay inside a sentence); blank lines
+  are skipped. Every problem is a DataUnavailableError naming path:line and the fix.
   """
-  columns = {}
+  data = path.read_bytes()
+  try:
+    text = data.decode('utf-8')
+  except UnicodeDecodeError as error:
+    line = data[:error.start].count(b'\n') + 1
+    raise DataUnavailableError(f'{path}:{line}: byte {data[error.start:error.start + 1]!r} is not UTF-8; '
+                               'save the file as UTF-8.') from None
+  if not text.strip():
+    raise DataUnavailableError(f'{path} is empty; it needs the header sentence<TAB>label and one example a line.')
+  lines = [line[:-1] if line.endswith('\r') else line for line in text.removeprefix('\ufeff').split('\n')]
+  if lines[0].split('\t') != TSV_HEADER:
+    raise DataUnavailableError(f'{path}:1: the first line is {lines[0][:60]!r}; it must be the header '
+                               'sentence<TAB>label.')
+  sentences, labels, numbers = [], [], []
+  for number, line in enumerate(lines[1:], start=2):
+    if not line.strip():
+      continue
+    fields = line.split('\t')
+    if len(fields) != 2:
+      raise DataUnavailableError(f'{path}:{number}: {len(fields)} tab-separated columns; every line needs exactly '
+                                 'two, sentence<TAB>label (remove tabs inside the sentence).')
+    if not fields[1].strip():
+      raise DataUnavailableError(f'{path}:{number}: the label is empty; give every line a label.')
+    sentences.append(fields[0])
+    labels.append(fields[1].strip())
+    numbers.append(number)
+  if not sentences:
+    raise DataUnavailableError(f'{path} has the header but no examples; add one sentence<TAB>label line each.')
+  return sentences, labels, numbers
+
+
+def read_tsv_splits(folder: str | None, splits: list[str]) -> tuple[dict[str, dict[str, np.ndarray]],
+                                                                    list[str] | None, str]:
+  """Your own text classification data: `<folder>/<split>.tsv`, header `sentence<TAB>label`.
+
+  Labels are class ids (0, 1, ...) or names: when any label is not an integer, all are names, mapped to
+  ids in sorted order of the train split's names. Returns (split -> {'sentence': utf-8 bytes [N],
+  'label': i64[N]}, the label names or None, 'path:line' of the largest label id).
+  """
+  if not folder:
+    raise ConfigError("config.data.name='tsv' needs --config.data.tsv_dir=DIR, a folder holding one "
+                      f'<split>.tsv per split ({", ".join(splits)}), each with the header sentence<TAB>label.')
+  root = pathlib.Path(folder).expanduser()
+  if not root.is_dir():
+    raise DataUnavailableError(f'config.data.tsv_dir={folder} is not a folder; point it at the folder holding '
+                               f'{", ".join(f"{s}.tsv" for s in splits)}.')
+  read = {}
   for split in splits:
-    path = pathlib.Path(folder).expanduser() / f'{split}.tsv'
+    path = root / f'{split}.tsv'
     if not path.is_file():
       raise DataUnavailableError(f'{path} is missing: config.data.tsv_dir needs one <split>.tsv per split '
-                                 f'({", ".join(splits)}), each with the header sentence<TAB>label.')
-    rows = list(csv.reader(path.read_text(encoding='utf-8').splitlines(), delimiter='\t', quoting=csv.QUOTE_NONE))
-    if not rows or rows[0][:2] != ['sentence', 'label'] or any(len(r) < 2 for r in rows[1:]):
-      raise DataUnavailableError(f'{path} must start with the header sentence<TAB>label and have two columns '
-                                 'on every line.')
-    try:
-      labels = np.array([int(r[1]) for r in rows[1:]], np.int64)
-    except ValueError as error:
-      raise DataUnavailableError(f'{path}: labels must be integers ({error}).') from error
-    columns[split] = {'sentence': np.array([r[0].encode('utf-8') for r in rows[1:]]), 'label': labels}
-  return columns
+                                 f'({", ".join(splits)}), each with the header sentence<TAB>label; the splits '
+                                 'are config.data.train_split, eval_split and test_split.')
+    read[split] = (path, *_read_tsv(path))
+  integer = all(re.fullmatch(r'[+-]?\d+', label) for _, _, labels, _ in read.values() for label in labels)
+  names = None if integer else sorted(set(read[splits[0]][2]))
+  columns, largest = {}, (-1, '')
+  for split, (path, sentences, labels, numbers) in read.items():
+    ids = []
+    for label, number in zip(labels, numbers):
+      if integer:
+        value = int(label)
+        if value < 0:
+          raise DataUnavailableError(f'{path}:{number}: label {value} is negative; labels are class ids 0, 1, ... '
+                                     '(or names such as pos/neg).')
+      elif label in names:
+        value = names.index(label)
+      else:
+        raise DataUnavailableError(f'{path}:{number}: label {label!r} does not occur in {splits[0]}.tsv, whose '
+                                   f'labels are {", ".join(names)}; fix the label or add examples of it to '
+                                   f'{splits[0]}.tsv.')
+      if value > largest[0]:
+        largest = (value, f'{path}:{number}')
+      ids.append(value)
+    columns[split] = {'sentence': np.array([s.encode('utf-8') for s in sentences]),
+                      'label': np.array(ids, np.int64)}
+  return columns, names, largest[1]
 
 
 def _text_sources(columns: dict[str, dict[str, np.ndarray]], config: ml_collections.ConfigDict, splits: list[str],
@@ -282,16 +351,8 @@ def _text_sources(columns: dict[str, dict[str, np.ndarray]], config: ml_collecti
   texts = {split: [t.decode('utf-8') for t in cols['sentence' if classify else 'text']]
            for split, cols in columns.items()}
   vocab = Vocabulary.build(texts[config.train_split], level=config.token_level, max_size=config.vocab_size)
-  if workdir is not None:
-    saved_path = workdir / 'vocab.json'
-    if saved_path.exists() and Vocabulary.load(saved_path) != vocab:
-      raise ConfigError(
-          f'{saved_path} ({len(Vocabulary.load(saved_path))} tokens) differs from the vocabulary built now '
-          f'({len(vocab)} tokens) from config.data (vocab_size, token_level, train_split). Fix: use the data '
-          'config the run was made with, or a new --workdir.')
-    if jax.process_index() == 0 and not saved_path.exists():
-      workdir.mkdir(parents=True, exist_ok=True)
-      vocab.save(saved_path)
+  _keep_with_run(workdir, 'vocab.json', vocab.tokens, f'{len(vocab)} tokens',
+                 'config.data (vocab_size, token_level, train_split)')
   sources = {}
   for split in splits:
     if classify:
@@ -301,6 +362,22 @@ def _text_sources(columns: dict[str, dict[str, np.ndarray]], config: ml_collecti
       sources[split] = ArraySource({'tokens': windows(vocab.encode(texts[split][0], config.token_level),
                                                       config.max_length)})
   return sources, vocab
+
+
+def _keep_with_run(workdir: pathlib.Path | None, filename: str, value: list[str], describe: str, source: str) -> None:
+  """Saves `value` as workdir/filename (JSON) in a new run; in an existing run, refuses a different one."""
+  if workdir is None:
+    return
+  saved_path = workdir / filename
+  if saved_path.exists():
+    saved = json.loads(saved_path.read_text(encoding='utf-8'))
+    if saved != value:
+      raise ConfigError(
+          f'{saved_path} ({len(saved)} entries) differs from the one built now ({describe}) from {source}. '
+          'Fix: use the data and config the run was made with, or a new --workdir.')
+  elif jax.process_index() == 0:
+    workdir.mkdir(parents=True, exist_ok=True)
+    saved_path.write_text(json.dumps(value, ensure_ascii=False), encoding='utf-8')
 
 
 def _tfds_sources(config: ml_collections.ConfigDict, splits: list[str], raw_data_dir: str | None,
@@ -343,8 +420,14 @@ def build_pipeline(config: ml_collections.ConfigDict, *, seed: int, raw_data_dir
     if not isinstance(config[key], int) or config[key] <= 0:
       raise ConfigError(f'config.data.{key}={config[key]!r}; it must be a positive integer.')
   splits = list(dict.fromkeys([config.train_split, config.eval_split, config.test_split]))
+  label_names = largest_label = None
   if config.name == 'tsv':
-    sources, vocab = _text_sources(read_tsv_splits(config.tsv_dir, splits), config, splits, workdir)
+    columns, label_names, largest_at = read_tsv_splits(config.get('tsv_dir'), splits)
+    sources, vocab = _text_sources(columns, config, splits, workdir)
+    largest_label = max(int(c['label'].max()) for c in columns.values()), largest_at
+    if label_names is not None:
+      _keep_with_run(workdir, 'labels.json', label_names, f'labels {", ".join(label_names)}',
+                     f'the labels of {config.train_split}.tsv')
   else:
     sources, vocab = _tfds_sources(config, splits, raw_data_dir, workdir)
   augment, decode = Augment.from_config(config.get('augment')), None
@@ -360,4 +443,5 @@ def build_pipeline(config: ml_collections.ConfigDict, *, seed: int, raw_data_dir
                   global_batch_size=config.batch_size, seed=seed,
                   process_index=jax.process_index(), process_count=jax.process_count(),
                   num_threads=config.num_threads, vocab=vocab, image_scale=config.get('image_scale', 255.0),
+                  label_names=label_names, largest_label=largest_label,
                   augment=augment, decode=decode, num_workers=config.get('num_workers', 0))
