@@ -4,8 +4,9 @@
 
 Each row trains experiments/configs/<row>.py with the project's launcher in
 runs/results/<row> (fresh, seeded), then its result is stored in
-experiments/results.jsonl (one object per row, the newest kept) and the table
-between the README's RESULTS markers is regenerated from that file.
+experiments/results.jsonl (one object per row, the newest kept, with the machine,
+date and commit) and the table between the README's RESULTS markers is
+regenerated from that file. Without --rows, only the table is regenerated.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -44,6 +47,23 @@ _ROWS = flags.DEFINE_list('rows', [], f'Rows to re-run, or "all": {", ".join(ROW
 _EXTRA = flags.DEFINE_multi_string('override', [], 'Extra --config.* flags for every row.')
 
 
+def machine() -> str:
+  """The CPU's model name, shortened: 'AMD EPYC 7B13', 'Intel Xeon' (from /proc/cpuinfo where there is one)."""
+  name = platform.processor() or platform.machine()
+  cpuinfo = pathlib.Path('/proc/cpuinfo')
+  if cpuinfo.exists():
+    found = re.search(r'^model name\s*:\s*(.+)$', cpuinfo.read_text(), re.MULTILINE)
+    name = found.group(1) if found else name
+  name = re.sub(r'\((R|TM)\)|\bCPU\b.*$|\b\d+-Core\b|\bProcessor\b', ' ', name)
+  return ' '.join(name.split())
+
+
+def commit() -> str:
+  """The checkout's short commit hash ('' outside a git checkout)."""
+  result = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=REPO, capture_output=True, text=True)
+  return result.stdout.strip()
+
+
 def run_row(row: str, overrides=()) -> dict:
   """Trains one row from scratch; returns its results entry."""
   workdir = REPO / 'runs' / 'results' / row
@@ -63,24 +83,27 @@ def run_row(row: str, overrides=()) -> dict:
     entry['test_value'] = final['test'][key]
   return {**entry,
           'epochs': config['num_epochs'] if config['num_train_steps'] <= 0 else None,
-          'wall_s': round(wall_s), 'cores': os.cpu_count(), 'command': ' '.join(['python', *map(str, command[1:])])
-          .replace(str(REPO) + '/', ''), 'date': time.strftime('%Y-%m-%d')}
+          'wall_s': round(wall_s), 'cores': os.cpu_count(), 'machine': machine(),
+          'command': ' '.join(['python', *map(str, command[1:])]).replace(str(REPO) + '/', ''),
+          'date': time.strftime('%Y-%m-%d'), 'commit': commit()}
 
 
 def render(entries: dict[str, dict]) -> str:
   """The markdown table of every row (rows not run yet say so)."""
-  lines = ['| config | result | target | met | steps (epochs) | wall time | command |', '|---|---|---|---|---|---|---|']
+  lines = ['| config | result | target | met | steps (epochs) | wall time | machine | date | command |',
+           '|---|---|---|---|---|---|---|---|---|']
   for row, (_, _, shown, target, check) in ROWS.items():
     entry = entries.get(row)
     if entry is None:
-      lines.append(f'| {row} | not run yet | {target} | | | | `python experiments/results.py --rows={row}` |')
+      lines.append(f'| {row} | not run yet | {target} | | | | | | `python experiments/results.py --rows={row}` |')
       continue
     epochs = f' ({entry["epochs"]})' if entry.get('epochs') else ''
     result = shown.format(entry['value'])
     if 'test_value' in entry:
       result += f' ({entry["test_value"]:.3f} test)'
     lines.append(f'| {row} | {result} | {target} | {"yes" if check(entry["value"]) else "no"} '
-                 f'| {entry["steps"]}{epochs} | {entry["wall_s"] / 60:.1f} min on {entry["cores"]} cores '
+                 f'| {entry["steps"]}{epochs} | {entry["wall_s"] / 60:.1f} min '
+                 f'| {entry.get("machine", "CPU")}, {entry["cores"]} cores | {entry["date"]} '
                  f'| `python experiments/results.py --rows={row}` |')
   return '\n'.join(lines)
 

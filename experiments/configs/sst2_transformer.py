@@ -1,7 +1,7 @@
 """GLUE SST-2, Transformer encoder from scratch (2 x d64): directional heads, max pooling, R-Drop, 4 epochs.
 
 Expected: 82.34% dev accuracy (target >= 82%; seeds 0-5 mean 82.17%) in 4.7 min on 2 cores of an
-AMD EPYC (2026-11-28, commit c2e7b8b). Model card: docs/models/transformer.md.
+AMD EPYC (2026-11-27, commit c2e7b8b). Model card: docs/models/transformer.md.
 
   python experiments/train.py --config=experiments/configs/sst2_transformer.py --workdir=runs/sst2_transformer
 """
