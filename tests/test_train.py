@@ -17,10 +17,12 @@ from zoo.errors import CheckpointMismatchError
 from zoo.models import MLP
 from zoo.tasks.classification import Classification
 from zoo.train.checkpoint import Checkpointer, abstract_like, load_state
-from zoo.train.loop import train_and_evaluate
+from zoo.train.loop import intervals, train_and_evaluate
 from zoo.train.state import TrainState
 from zoo.train.step import train_step
 from zoo.train.writers import read_metrics
+
+from conftest import load_config
 
 
 
@@ -126,3 +128,12 @@ def test_the_loop_evaluates_the_params_average_when_the_optimizer_keeps_one():
   assert for_evaluation(averaged).params is average and for_evaluation(averaged).opt_state is averaged.opt_state
   plain = state.replace(opt_state=optax.sgd(0.1).init(params))
   assert for_evaluation(plain) is plain
+
+
+def test_eval_and_checkpoint_intervals_are_in_epochs_unless_given_in_steps():
+  config = load_config('mnist_cnn')
+  assert intervals(config, steps_per_epoch=468) == (468, 468)
+  config.eval_every_epochs, config.checkpoint.every_epochs = 2.5, 0.5
+  assert intervals(config, steps_per_epoch=10) == (25, 5)
+  config.eval_every = 7  # steps win where set
+  assert intervals(config, steps_per_epoch=10) == (7, 5)

@@ -42,6 +42,8 @@ def default_config(dataset: str = 'mnist') -> ml_collections.ConfigDict:
   microbatches: gradient accumulation; each batch is split into this many micro-batches, one optimizer step.
   quantization.aware_training: train (and evaluate) with int8 fake-quantized Dense/Conv layers (QAT).
   compute_dtype: 'float32', or 'bfloat16'/'float16' for mixed precision (params and optimizer stay f32).
+  eval_every_epochs, checkpoint.every_epochs: how often to evaluate and save, in epochs (rounded to steps);
+    eval_every, checkpoint.every: the same in steps, which win where set.
   checkpoint: interval, how many to keep (last N, best K by a metric).
   nonfinite: 'stop' or 'skip' on a non-finite loss or gradient.
   cpu_compiler_options: XLA options for the steps on the CPU backend (see zoo.train.step.compiler_options).
@@ -71,9 +73,11 @@ def default_config(dataset: str = 'mnist') -> ml_collections.ConfigDict:
   config.num_epochs = 10
   config.num_train_steps = -1
   config.log_every = 100
-  config.eval_every = 1000
+  config.eval_every = ml_collections.config_dict.placeholder(int)
+  config.eval_every_epochs = 1.0
   config.checkpoint = ml_collections.ConfigDict(dict(
-      every=1000, keep=3, keep_best=0, best_metric='eval_accuracy', best_mode='max', async_save=True))
+      every=ml_collections.config_dict.placeholder(int), every_epochs=1.0, keep=3, keep_best=0,
+      best_metric='eval_accuracy', best_mode='max', async_save=True))
   config.nonfinite = 'stop'
   config.cpu_compiler_options = {}
   config.cpu_reuse_host_memory = True

@@ -18,8 +18,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.task = ml_collections.ConfigDict(dict(name='vae', iw_samples=0))
   config.optimizer.update(dict(name='adam', learning_rate=1e-3, schedule='warmup_cosine', warmup_steps=500))
   config.num_epochs = 60
-  config.eval_every = 3900
-  config.checkpoint.every = 3900
+  config.eval_every_epochs = config.checkpoint.every_epochs = 10
   config.checkpoint.best_metric = 'eval_loss'
   config.checkpoint.best_mode = 'min'
   return config

@@ -21,8 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer.update(dict(name='nesterov', learning_rate=0.1, momentum=0.9, schedule='warmup_cosine',
                                warmup_steps=500, weight_decay=5e-4))
   config.num_epochs = 15
-  config.eval_every = 469
-  config.checkpoint.every = 469
+  config.eval_every_epochs = config.checkpoint.every_epochs = 1
   # XLA CPU: YNNPACK for dot/elementwise/reduce fusions makes the conv step ~2x faster (benchmarks/README.md).
   config.cpu_compiler_options = {'xla_cpu_experimental_ynn_fusion_type': YNN_FUSIONS}
   config.cpu_single_malloc_arena = True  # its step's buffers exceed 64 MiB (zoo.train.host_memory)

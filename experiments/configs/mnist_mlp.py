@@ -18,6 +18,5 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer.update(dict(name='adamw', learning_rate=1e-3, weight_decay=1e-4, schedule='warmup_cosine',
                                warmup_steps=200))
   config.num_epochs = 20
-  config.eval_every = 469
-  config.checkpoint.every = 469
+  config.eval_every_epochs = config.checkpoint.every_epochs = 1
   return config

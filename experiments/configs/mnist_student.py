@@ -25,6 +25,5 @@ def get_config(mode: str = 'alone') -> ml_collections.ConfigDict:
   config.optimizer.update(dict(name='adam', learning_rate=1e-3, schedule='warmup_cosine', warmup_steps=100))
   # 30 epochs: distillation pays off once the student fits the soft targets (docs/compression.md).
   config.num_epochs = 30
-  config.eval_every = 2345
-  config.checkpoint.every = 2345
+  config.eval_every_epochs = config.checkpoint.every_epochs = 5
   return config

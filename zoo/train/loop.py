@@ -11,9 +11,11 @@ import sys
 import time
 from typing import Any
 
+import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
+import optax
 import tqdm
 from absl import logging
 
@@ -34,9 +36,17 @@ from zoo.train.writers import MetricWriter, read_metrics
 NONFINITE_POLICIES = ('stop', 'skip')
 
 
+def intervals(config: ml_collections.ConfigDict, steps_per_epoch: int) -> tuple[int, int]:
+  """(eval every, checkpoint every) in steps: eval_every / checkpoint.every where set, else
+  eval_every_epochs / checkpoint.every_epochs rounded to whole steps."""
+  in_steps = lambda steps, epochs: steps if steps is not None else max(1, round(epochs * steps_per_epoch))
+  return (in_steps(config.eval_every, config.eval_every_epochs),
+          in_steps(config.checkpoint.every, config.checkpoint.every_epochs))
+
+
 def total_train_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
   """config.num_train_steps if positive, else num_epochs * steps_per_epoch."""
-  if config.get('num_train_steps', -1) > 0:
+  if config.num_train_steps > 0:
     return config.num_train_steps
   return int(config.num_epochs * steps_per_epoch)
 
@@ -99,16 +109,16 @@ def _window_means(pending: list[dict], first_step: int, policy: str, checkpointe
 class Experiment:
   """Everything a config builds before the first step: mesh, model, task, data, optimizer, fresh state
   (canonical layout: global arrays with the rules' shardings) and the parallel strategy."""
-  mesh: Any
-  model: Any
-  task: Any
+  mesh: jax.sharding.Mesh
+  model: nn.Module
+  task: tasks.Task
   pipeline: Pipeline
   total_steps: int
-  tx: Any
-  schedule: Any
+  tx: optax.GradientTransformation
+  schedule: optax.Schedule
   state: state_lib.TrainState
-  shardings: state_lib.TrainState
-  strategy: Any
+  shardings: state_lib.TrainState  # NamedShardings of the state's leaves
+  strategy: strategies.JitStrategy | strategies.PmapStrategy
 
 
 def build_experiment(config: ml_collections.ConfigDict, workdir: pathlib.Path | None, *,
@@ -120,11 +130,11 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: pathlib.Path | 
   `devices` (default: all) are the devices the mesh spans.
   """
   mesh = make_mesh(config.mesh, devices)
-  if jax.default_backend() == 'cpu' and config.get('cpu_reuse_host_memory', True):
+  if jax.default_backend() == 'cpu' and config.cpu_reuse_host_memory:
     reuse_freed_host_memory()
-  strategy_name = config.mesh.get('strategy', 'jit')
+  strategy_name = config.mesh.strategy
   strategies.check(strategy_name, mesh)
-  step_options(config)
+  step_options(config)  # fails on bad microbatches / compute_dtype before the data is prepared
   model = models.build(config.model)
   max_length, max_len = config.data.get('max_length'), getattr(model, 'max_len', None)
   if max_length and max_len and max_length > max_len:
@@ -194,17 +204,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   workdir = pathlib.Path(workdir)
   if workdir.exists() and not workdir.is_dir():
     raise ConfigError(f'--workdir {workdir} is a file; pass a folder (new or of an earlier run).')
-  if config.get('nonfinite', 'stop') not in NONFINITE_POLICIES:
+  if config.nonfinite not in NONFINITE_POLICIES:
     raise ConfigError(f'config.nonfinite={config.nonfinite!r}; use one of: {", ".join(NONFINITE_POLICIES)}.')
   config_dict = json.loads(config.to_json())
   ckpt_config = config.checkpoint
-  checkpointer = Checkpointer(workdir, keep=ckpt_config.keep, keep_best=ckpt_config.get('keep_best', 0),
-                              best_metric=ckpt_config.get('best_metric', 'eval_accuracy'),
-                              best_mode=ckpt_config.get('best_mode', 'max'), async_save=ckpt_config.async_save)
+  checkpointer = Checkpointer(workdir, keep=ckpt_config.keep, keep_best=ckpt_config.keep_best,
+                              best_metric=ckpt_config.best_metric, best_mode=ckpt_config.best_mode,
+                              async_save=ckpt_config.async_save)
   experiment = build_experiment(config, workdir, raw_data_dir=raw_data_dir,
                                 before_data=lambda: checkpointer.check_compatible(config_dict))
   task, pipeline, state, strategy = experiment.task, experiment.pipeline, experiment.state, experiment.strategy
   total_steps = experiment.total_steps
+  eval_every, save_every = intervals(config, pipeline.steps_per_epoch)
   train_iterator = pipeline.train_iterator()
   start_step, restored = checkpointer.restore_latest(abstract_like(state), train_iterator)
   writer_active = jax.process_index() == 0
@@ -223,7 +234,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   writer = MetricWriter(workdir)
   progress = tqdm.tqdm(total=total_steps, initial=start_step, unit='step', dynamic_ncols=True,
                        disable=not sys.stderr.isatty() or not writer_active)
-  policy = config.get('nonfinite', 'stop')
+  policy = config.nonfinite
   pending, window_start = [], time.time()
   step = start_step
   evaluated_at = None  # (step, eval metrics): the final test reuses them when both splits are one
@@ -236,7 +247,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         progress.update(1)
         last = step == total_steps
         preempted = watcher.should_stop()
-        save_now = step % ckpt_config.every == 0 or last or preempted
+        save_now = step % save_every == 0 or last or preempted
         saved_metrics = {}
         if step % config.log_every == 0 or save_now:
           means = _window_means(pending, step - len(pending), policy, checkpointer)
@@ -247,7 +258,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
           progress.set_postfix(loss=f'{means["loss"]:.4f}', ex_s=f'{means["examples_per_s"]:.0f}')
           saved_metrics.update({f'train_{k}': v for k, v in means.items()})
           pending, window_start = [], time.time()
-        if step % config.eval_every == 0 or last:
+        if step % eval_every == 0 or last:
           eval_metrics = evaluate(eval_step, for_evaluation(state), pipeline, config.data.eval_split,
                                   config.data.eval_batch_size, strategy)
           writer.write(step, 'eval', eval_metrics)
