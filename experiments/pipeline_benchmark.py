@@ -13,9 +13,13 @@ imagenet2012 builder and times, per worker count, in alternating order:
   torchvision    DataLoader over ImageFolder (the same JPEGs as files): PIL open + convert('RGB'),
                  RandomResizedCrop(224) + RandomHorizontalFlip + ToTensor (float32 [0, 1])
 
-Each timing starts after the first batch (worker start-up excluded) and covers `--images` images. Prints
-one JSON object per timing and a summary per loader: images/s per worker (median over rounds) and how many
-such cores feed one H100 training ResNet-50 at `--accelerator_images_per_s` (3000, bf16).
+Each timing starts after the first batch (worker start-up excluded) and covers `--images` images. It records
+wall-clock images/s and images per CPU-second of the loader's processes (this one and its workers, from
+/proc): on a machine shared with other jobs the wall clock measures the scheduler's share, while CPU time
+measures the work one core does per image. Prints one JSON object per timing, a CPU profile of the steps
+of one train example, and a summary per loader and worker count (medians over rounds) with the cores that
+feed one H100 training ResNet-50 at `--accelerator_images_per_s` (3000 images/s in bf16) =
+3000 / images per CPU-second.
 """
 
 from __future__ import annotations
@@ -110,8 +114,38 @@ def write_corpus(jpegs: list[bytes], root: pathlib.Path) -> tuple[pathlib.Path, 
   return root / 'raw', folder
 
 
-def time_zoo(tfds_dir: str, workers: int, draft: bool, count: int) -> float:
-  """Images/s of zoo's train iterator (imagenet2012 preset), after its first batch."""
+def cpu_seconds() -> float:
+  """CPU seconds (user + system) used so far by this process and every live process it started (Linux /proc)."""
+  tick = os.sysconf('SC_CLK_TCK')
+  parents, times = {}, {}
+  for stat in pathlib.Path('/proc').glob('[0-9]*/stat'):
+    try:
+      fields = stat.read_text().rsplit(')', 1)[1].split()
+    except OSError:  # the process ended meanwhile
+      continue
+    pid = int(stat.parent.name)
+    parents[pid], times[pid] = int(fields[1]), (int(fields[11]) + int(fields[12])) / tick
+  family, frontier = {os.getpid()}, [os.getpid()]
+  while frontier:
+    children = [pid for pid, parent in parents.items() if parent in frontier and pid not in family]
+    family.update(children)
+    frontier = children
+  return sum(times.get(pid, 0.0) for pid in family)
+
+
+class Timer:
+  """Wall and CPU seconds (this process and its workers) of the images counted between start() and stop()."""
+
+  def start(self):
+    self.wall, self.cpu, self.images = time.perf_counter(), cpu_seconds(), 0
+
+  def stop(self) -> dict[str, float]:
+    wall, cpu = time.perf_counter() - self.wall, cpu_seconds() - self.cpu
+    return {'images_per_s': self.images / wall, 'images_per_cpu_s': self.images / cpu, 'wall_s': wall, 'cpu_s': cpu}
+
+
+def time_zoo(tfds_dir: str, workers: int, draft: bool, count: int) -> dict[str, float]:
+  """Throughput of zoo's train iterator (imagenet2012 preset), after its first batch."""
   config = default_config('imagenet2012').data
   config.update(dict(tfds_dir=tfds_dir, batch_size=_BATCH.value, image_size=_SIZE.value, num_workers=workers,
                      jpeg_draft=draft))
@@ -119,10 +153,11 @@ def time_zoo(tfds_dir: str, workers: int, draft: bool, count: int) -> float:
   try:
     batch = next(iterator)
     assert batch['image'].shape == (_BATCH.value, _SIZE.value, _SIZE.value, 3), batch['image'].shape
-    started, seen = time.perf_counter(), 0
-    while seen < count:
-      seen += len(next(iterator)['image'])
-    return seen / (time.perf_counter() - started)
+    timer = Timer()
+    timer.start()
+    while timer.images < count:
+      timer.images += len(next(iterator)['image'])
+    return timer.stop()
   finally:
     if workers:
       iterator.close()
@@ -143,8 +178,8 @@ def _import_torchvision():
   return torchvision
 
 
-def time_torchvision(folder: pathlib.Path, workers: int, count: int) -> float:
-  """Images/s of DataLoader(ImageFolder) with RandomResizedCrop + flip + ToTensor, after its first batch."""
+def time_torchvision(folder: pathlib.Path, workers: int, count: int) -> dict[str, float]:
+  """Throughput of DataLoader(ImageFolder) with RandomResizedCrop + flip + ToTensor, after its first batch."""
   import torch
   torchvision = _import_torchvision()
   from torchvision import transforms
@@ -158,25 +193,26 @@ def time_torchvision(folder: pathlib.Path, workers: int, count: int) -> float:
   iterator = iter(loader)
   images, _ = next(iterator)
   assert tuple(images.shape) == (_BATCH.value, 3, _SIZE.value, _SIZE.value), images.shape
-  started, seen = time.perf_counter(), 0
-  while seen < count:
-    seen += len(next(iterator)[0])
-  rate = seen / (time.perf_counter() - started)
+  timer = Timer()
+  timer.start()
+  while timer.images < count:
+    timer.images += len(next(iterator)[0])
+  result = timer.stop()
   del iterator
-  return rate
+  return result
 
 
 def profile_stages(jpegs: list[bytes], rng: np.random.Generator) -> dict[str, float]:
-  """Milliseconds per image of each step of a train example, in this process (no workers)."""
+  """CPU milliseconds per image of each step of a train example, in this process (no workers)."""
   from zoo.data import image_ops
   size = _SIZE.value
   opened = [PIL.Image.open(io.BytesIO(data)) for data in jpegs]
   boxes = [image_ops.random_resized_crop_box(*image.size, rng) for image in opened]
 
   def per_image(fn, items):
-    started = time.perf_counter()
+    started = time.process_time()
     outputs = [fn(item) for item in items]
-    return (time.perf_counter() - started) / len(items) * 1e3, outputs
+    return (time.process_time() - started) / len(items) * 1e3, outputs
 
   ms = {}
   ms['decode'], decoded = per_image(lambda d: PIL.Image.open(io.BytesIO(d)).convert('RGB'), jpegs)
@@ -241,18 +277,19 @@ def main(argv):
         for loader in loaders:
           load_before = os.getloadavg()[0]
           if loader == 'torchvision':
-            rate = time_torchvision(folder, workers, _IMAGES.value)
+            result = time_torchvision(folder, workers, _IMAGES.value)
           else:
-            rate = time_zoo(tfds_dir, workers, draft=loader == 'zoo', count=_IMAGES.value)
-          rates.setdefault((loader, workers), []).append(rate)
+            result = time_zoo(tfds_dir, workers, draft=loader == 'zoo', count=_IMAGES.value)
+          rates.setdefault((loader, workers), []).append(result)
           emit({'kind': 'timing', 'loader': loader, 'workers': workers, 'round': round_index,
-                'batch_size': _BATCH.value, 'image_size': _SIZE.value, 'images_per_s': rate,
-                'images_per_s_per_worker': rate / workers, 'loadavg_1min_before': load_before, 'corpus': corpus})
-    for (loader, workers), values in sorted(rates.items()):
-      per_worker = float(np.median(values)) / workers
-      emit({'kind': 'summary', 'loader': loader, 'workers': workers, 'rounds': len(values),
-            'images_per_s': float(np.median(values)), 'images_per_s_per_worker': per_worker,
-            'cores_to_feed_accelerator': _TARGET.value / per_worker,
+                'batch_size': _BATCH.value, 'image_size': _SIZE.value, **result,
+                'images_per_s_per_worker': result['images_per_s'] / workers,
+                'loadavg_1min_before': load_before, 'corpus': corpus})
+    for (loader, workers), results in sorted(rates.items()):
+      median = {key: float(np.median([r[key] for r in results])) for key in ('images_per_s', 'images_per_cpu_s')}
+      emit({'kind': 'summary', 'loader': loader, 'workers': workers, 'rounds': len(results), **median,
+            'images_per_s_per_worker': median['images_per_s'] / workers,
+            'cores_to_feed_accelerator': _TARGET.value / median['images_per_cpu_s'],
             'accelerator_images_per_s': _TARGET.value, 'corpus': corpus})
   if _OUT.value:
     with open(_OUT.value, 'a') as file:
