@@ -39,6 +39,8 @@ from zoo.train.writers import read_metrics
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = REPO / 'experiments' / 'results.jsonl'
+DOC = REPO / 'docs' / 'pretrained.md'
+BEGIN, END = '<!-- PUBLISHED:BEGIN -->', '<!-- PUBLISHED:END -->'
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Finished run folder to publish.')
 _NAME = flags.DEFINE_string('name', None, 'Published name (letters, digits, _).')
@@ -184,7 +186,36 @@ def publish(workdir: pathlib.Path, name: str, out: pathlib.Path) -> dict:
   scratch_manifest = manifest_path.with_suffix('.json.tmp')
   scratch_manifest.write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + '\n', encoding='utf-8')
   os.replace(scratch_manifest, manifest_path)
+  if out.resolve() == weight_files.PUBLISHED_DIR and DOC.is_file():
+    write_table(manifest)
   return entry
+
+
+def _metric_text(split: str, metrics: dict) -> str:
+  if 'accuracy' in metrics:
+    return f'{metrics["accuracy"]:.2%} {split} acc.'
+  return f'{metrics["loss"]:.3f} nats {split}'
+
+
+def write_table(manifest: dict) -> None:
+  """Regenerates the table of published weights in docs/pretrained.md from the manifest."""
+  lines = ['| name | model | result (on the shipped file) | params | FLOPs/example | stored | size | change vs f32 |',
+           '|---|---|---|---|---|---|---|---|']
+  for name, entry in manifest['weights'].items():
+    results = [_metric_text(entry['split'], entry['metrics'])]
+    results += [_metric_text(split, metrics) for split, metrics in entry['other_metrics'].items()]
+    (metric, change), = entry['storage']['difference'].items()
+    change = f'{change * 100:+.2f} points' if metric == 'accuracy' else f'{change:+.4f} nats'
+    lines.append(f'| `{name}` | {entry["config"]["model"]["name"]} on {entry["dataset"]} | {"; ".join(results)} | '
+                 f'{entry["params"]:,} | {entry["flops_per_example"]:,.0f} | {entry["storage"]["dtype"]} | '
+                 f'{entry["files"]["weights"]["bytes"] / 1e6:.2f} MB | '
+                 f'{"-" if entry["storage"]["dtype"] == "float32" else change} |')
+  total = sum(e['files']['weights']['bytes'] + e['files'].get('vocab', {}).get('bytes', 0)
+              for e in manifest['weights'].values())
+  lines.append(f'\nIn all {total / 1e6:.1f} MB (vocabularies included).')
+  text = DOC.read_text()
+  head, rest = text.split(BEGIN, 1)
+  DOC.write_text(head + BEGIN + '\n' + '\n'.join(lines) + '\n' + END + rest.split(END, 1)[1])
 
 
 def main(argv):
