@@ -42,6 +42,8 @@ def default_config(dataset: str = 'mnist') -> ml_collections.ConfigDict:
   microbatches: gradient accumulation; each batch is split into this many micro-batches, one optimizer step.
   quantization.aware_training: train (and evaluate) with int8 fake-quantized Dense/Conv layers (QAT).
   compute_dtype: 'float32', or 'bfloat16'/'float16' for mixed precision (params and optimizer stay f32).
+  init_from: a published weights name (zoo.pretrained.list()), weights folder or run folder whose params and
+    BatchNorm statistics a new run starts from (optimizer fresh; see zoo.train.init_from); None: initialise.
   eval_every_epochs, checkpoint.every_epochs: how often to evaluate and save, in epochs (rounded to steps);
     eval_every, checkpoint.every: the same in steps, which win where set.
   checkpoint: interval, how many to keep (last N, best K by a metric).
@@ -78,6 +80,7 @@ def default_config(dataset: str = 'mnist') -> ml_collections.ConfigDict:
   config.checkpoint = ml_collections.ConfigDict(dict(
       every=ml_collections.config_dict.placeholder(int), every_epochs=1.0, keep=3, keep_best=0,
       best_metric='eval_accuracy', best_mode='max', async_save=True))
+  config.init_from = ml_collections.config_dict.placeholder(str)
   config.nonfinite = 'stop'
   config.cpu_compiler_options = {}
   config.cpu_reuse_host_memory = True

@@ -25,7 +25,7 @@ from zoo.data import build_pipeline
 from zoo.data.pipeline import Pipeline
 from zoo.errors import ConfigError, NonFiniteLossError
 from zoo.parallel import make_mesh, strategies
-from zoo.train import optim, run_folder
+from zoo.train import init_from, optim, run_folder
 from zoo.train.host_memory import reuse_freed_host_memory
 from zoo.train import state as state_lib
 from zoo.train.checkpoint import Checkpointer, abstract_like
@@ -224,6 +224,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     state = restored
   else:
     train_iterator = pipeline.train_iterator()  # a failed restore may have moved it
+    if config.init_from:
+      state = init_from.initialise(state, config.init_from, experiment.tx, experiment.shardings)
   skipped = 0
   if writer_active:
     skipped = _drop_rows_after(workdir / 'metrics.jsonl', start_step)
