@@ -15,9 +15,9 @@ import pytest
 import tensorflow_datasets as tfds
 
 from zoo.config import default_config
-from zoo.data import DataUnavailableError, build_pipeline, prepare
-from zoo.data import image_ops
+from zoo.data import DataUnavailableError, build_pipeline, image_ops, prepare
 from zoo.data.imagenet import validation_labels
+from zoo.train.loop import train_and_evaluate
 
 SYNSETS = ['n01739381', 'n02105855', 'n01751748', 'n09193705']
 CMYK_NAME, PNG_NAME, GRAY_NAME = 'n01739381_1309.JPEG', 'n02105855_2933.JPEG', 'n01751748_7.JPEG'
@@ -189,3 +189,14 @@ def test_missing_archives_name_the_files_and_the_folder(tmp_path):
   assert '\n' not in message
   assert 'ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar' in message
   assert str(tmp_path / 'imagenet2012') in message and str(tmp_path / 'tfds' / 'downloads' / 'manual') in message
+
+
+def test_a_short_run_trains_through_the_pipeline(prepared, tmp_path):
+  config = default_config('imagenet2012')
+  config.data = _config(prepared)
+  config.model.update(dict(num_classes=1000, features=(8,), hidden=16))
+  config.num_train_steps = config.log_every = config.eval_every = config.checkpoint.every = 2
+  workdir = tmp_path / 'run'
+  train_and_evaluate(config, str(workdir))
+  lines = (workdir / 'metrics.jsonl').read_text().splitlines()
+  assert '"split": "test"' in lines[-1] and (workdir / 'checkpoints' / '2').is_dir()

@@ -41,7 +41,8 @@ def read_idx(path) -> np.ndarray:
 def encode_png(image: np.ndarray) -> bytes:
   """uint8 [H, W] or [H, W, C] -> PNG bytes (what tfds.features.Image stores)."""
   buffer = io.BytesIO()
-  PIL.Image.fromarray(image.squeeze(-1) if image.ndim == 3 and image.shape[-1] == 1 else image).save(buffer, format='PNG')
+  image = image.squeeze(-1) if image.ndim == 3 and image.shape[-1] == 1 else image
+  PIL.Image.fromarray(image).save(buffer, format='PNG')
   return buffer.getvalue()
 
 
@@ -130,7 +131,8 @@ class BinarizedMnist(LocalFilesMixin, binarized_mnist_builder.Builder, skip_regi
       import scipy.io
       arrays = {split: scipy.io.loadmat(self.local_dir / filename)['X'] for split, filename in self.RAW_FILES.items()}
     else:
-      paths = dl_manager.download({split: f'{self.URL}binarized_mnist_{part}.amat' for split, part in self.SPLITS.items()})
+      urls = {split: f'{self.URL}binarized_mnist_{part}.amat' for split, part in self.SPLITS.items()}
+      paths = dl_manager.download(urls)
       arrays = {split: np.loadtxt(path, delimiter=' ') for split, path in paths.items()}
     return {split: self._examples(array) for split, array in arrays.items()}
 
