@@ -136,15 +136,28 @@ def test_train_batches_are_seeded_and_resume(prepared):
   assert not np.array_equal(other['image'], first['image'])
 
 
-def test_worker_processes_give_the_same_batches(prepared):
+def test_worker_processes_give_the_same_batches_and_states(prepared):
   in_process = build_pipeline(_config(prepared), seed=5).train_iterator()
-  expected = [next(in_process) for _ in range(2)]
-  workers = build_pipeline(_config(prepared, num_workers=1), seed=5).train_iterator()
+  next(in_process)
+  state = in_process.get_state()  # as a checkpoint of an in-process run holds it
+  expected = [next(in_process) for _ in range(3)]
+  pipeline = build_pipeline(_config(prepared, num_workers=1), seed=5)
+  workers = pipeline.train_iterator()
   try:
-    for batch in expected:
+    workers.set_state(state)
+    for batch in expected[:2]:
       np.testing.assert_array_equal(next(workers)['image'], batch['image'])
+    assert workers.get_state() == {'next_index': 3}
+    eval_batches = list(pipeline.eval_batches('validation', 4))
   finally:
     workers.close()
+  resumed = build_pipeline(_config(prepared), seed=5).train_iterator()
+  resumed.set_state({'next_index': 3})  # the state the worker iterator gives
+  np.testing.assert_array_equal(next(resumed)['image'], expected[2]['image'])
+  in_process_eval = list(build_pipeline(_config(prepared), seed=5).eval_batches('validation', 4))
+  for got, want in zip(eval_batches, in_process_eval, strict=True):
+    np.testing.assert_array_equal(got['image'], want['image'])
+    np.testing.assert_array_equal(got['mask'], want['mask'])
 
 
 def test_eval_batches_are_centre_crops_of_every_image(prepared):

@@ -18,11 +18,11 @@ import zipfile
 from typing import Any, Iterator, Mapping, Sequence
 
 import grain
-from absl import flags, logging
 import jax
 import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import flags, logging
 
 from zoo.data.augment import Augment
 from zoo.data.image_ops import DecodeImages
@@ -150,6 +150,42 @@ def _worker_options(num_workers: int) -> grain.MultiprocessingOptions:
   return grain.MultiprocessingOptions(num_workers=num_workers)
 
 
+class _WorkerIterator(grain.DatasetIterator):
+  """Batches k, k+1, ... of a MapDataset, made in grain worker processes.
+
+  Its state is the position, {'next_index': k}, as the in-process iterator's is, so a checkpoint resumes
+  with any num_workers (0 included); set_state restarts the workers at that batch.
+  """
+
+  def __init__(self, batches: grain.MapDataset, options: grain.ReadOptions, num_workers: int):
+    super().__init__()
+    self._batches, self._options, self._num_workers = batches, options, num_workers
+    self._next_index, self._iterator = 0, None
+
+  def start_prefetch(self) -> None:
+    if self._iterator is None:
+      dataset = self._batches[self._next_index:].to_iter_dataset(self._options)
+      self._iterator = iter(dataset.mp_prefetch(_worker_options(self._num_workers)))
+
+  def __next__(self) -> Batch:
+    self.start_prefetch()
+    batch = next(self._iterator)
+    self._next_index += 1
+    return batch
+
+  def get_state(self) -> dict[str, Any]:
+    return {'next_index': self._next_index}
+
+  def set_state(self, state: dict[str, Any]) -> None:
+    self.close()
+    self._next_index = int(state['next_index'])
+
+  def close(self) -> None:
+    if self._iterator is not None:
+      self._iterator.close()
+      self._iterator = None
+
+
 def _variable_size_images(features: Any) -> bool:
   """Whether a TFDS feature dict stores images of varying size (JPEGs to decode and crop, e.g. imagenet2012)."""
   image = features['image'] if features is not None and 'image' in features else None
@@ -231,10 +267,9 @@ class Pipeline:
     if self.augment:
       batches = batches.random_map(self.augment, seed=self.seed)
     options = grain.ReadOptions(num_threads=self.num_threads, prefetch_buffer_size=2 * self.num_threads)
-    dataset = batches.to_iter_dataset(options)
     if self.num_workers:
-      dataset = dataset.mp_prefetch(_worker_options(self.num_workers))
-    return iter(dataset)
+      return _WorkerIterator(batches, options, self.num_workers)
+    return iter(batches.to_iter_dataset(options))
 
   def eval_batches(self, split: str, batch_size: int) -> Iterator[Batch]:
     """Every example of `split` once, in order, as local batches of fixed size.
