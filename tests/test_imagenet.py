@@ -193,6 +193,11 @@ def test_draft_decoding_stays_close_to_full_decoding(mode):
   assert np.abs(full - fast).mean() < 3.0
   crop = image_ops.decode_train(data, 64, np.random.default_rng(2), draft=True)
   assert crop.shape == (64, 64, 3) and crop.dtype == np.uint8
+  # libjpeg-turbo through simplejpeg gives PIL's pixels
+  (rw, rh), (left, top, w, h) = image_ops.centre_crop_box(400, 300, 64)
+  box = (left * 400 / rw, top * 300 / rh, (left + w) * 400 / rw, (top + h) * 300 / rh)
+  reference = PIL.Image.open(io.BytesIO(data)).convert('RGB').resize((64, 64), PIL.Image.BILINEAR, box=box)
+  np.testing.assert_array_equal(full, np.asarray(reference))
 
 
 def test_missing_archives_name_the_files_and_the_folder(tmp_path):
