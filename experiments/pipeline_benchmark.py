@@ -7,9 +7,10 @@ real photographs scikit-image ships (random crops, resized so the mean size is n
 quality 75-95), writes them as the official archives (a train tar of per-class tars), prepares them with zoo's
 imagenet2012 builder and times, per worker count, in alternating order:
 
-  zoo            build_pipeline(imagenet2012 preset): grain workers read array_record, decode, random-resized
-                 crop (scale 0.08-1, ratio 3/4-4/3) + flip to 224 px, float32 [0, 1]; JPEG draft decoding on
-  zoo_no_draft   the same without draft decoding: pixel for pixel the operations torchvision does
+  zoo            build_pipeline(imagenet2012 preset): grain workers read array_record, decode (simplejpeg),
+                 random-resized crop (scale 0.08-1, ratio 3/4-4/3) + flip to 224 px, float32 [0, 1]; DCT
+                 downscaling while decoding where a crop is twice the output or more (jpeg_draft)
+  zoo_no_draft   the same without DCT downscaling: pixel for pixel the operations torchvision does
   torchvision    DataLoader over ImageFolder (the same JPEGs as files): PIL open + convert('RGB'),
                  RandomResizedCrop(224) + RandomHorizontalFlip + ToTensor (float32 [0, 1])
 
@@ -215,7 +216,8 @@ def profile_stages(jpegs: list[bytes], rng: np.random.Generator) -> dict[str, fl
     return (time.process_time() - started) / len(items) * 1e3, outputs
 
   ms = {}
-  ms['decode'], decoded = per_image(lambda d: PIL.Image.open(io.BytesIO(d)).convert('RGB'), jpegs)
+  ms['decode_pil (not used)'], _ = per_image(lambda d: PIL.Image.open(io.BytesIO(d)).convert('RGB'), jpegs)
+  ms['decode_simplejpeg'], decoded = per_image(lambda d: image_ops.decode_rgb(d)[0], jpegs)
   box = lambda b: (b[0], b[1], b[0] + b[2], b[1] + b[3])
   ms['crop_resize_bilinear'], resized = per_image(
       lambda ib: ib[0].resize((size, size), PIL.Image.BILINEAR, box=box(ib[1])), list(zip(decoded, boxes)))
