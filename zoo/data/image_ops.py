@@ -1,4 +1,4 @@
-"""JPEG decoding with Inception-style crops (train) and resize + centre crop (eval), one image at a time in PIL.
+"""JPEG decoding with Inception-style crops (train) and resize + centre crop (eval), one image at a time.
 
 Runs inside grain's map (and so in grain's worker processes with `num_workers`). Each image's random
 crop and flip come from `np.random.default_rng((batch_draw, global_row))`: the batch's generator (grain
@@ -6,11 +6,12 @@ seeds it with the pipeline seed and the batch's position, so the epoch too) give
 row of the global batch does the rest, so an example is augmented the same way whatever the number of
 processes or workers, and a restored iterator repeats the exact crops.
 
-JPEGs are decoded by libjpeg-turbo through simplejpeg (the same pixels as PIL, whose decoder is the same
-library, in ~30% less time); anything else (PNG, CMYK JPEGs, a damaged JPEG) by PIL. With `draft=True` the decoder also
-scales down in the DCT (to 1/2 ... 1/8) when the crop is at least twice the output size, and the rest of the
-resize is PIL's antialiased bilinear filter as without it: the same crop and flip, pixels within a few
-levels, decoding 2-4x faster. At ImageNet's sizes that is rare (1% of train crops, no eval image).
+JPEGs are decoded by libjpeg-turbo through simplejpeg: the same pixels as PIL (whose decoder is the same
+library) in ~30% less time. PNGs, CMYK JPEGs and whatever libjpeg-turbo cannot parse go through PIL. Crops
+and resizes are PIL's (antialiased bilinear), as torchvision's on PIL images. With `draft=True` the decoder
+also scales down in the DCT (by n/8) when the crop is at least twice the output size: the same crop and
+flip, pixels within a few levels, decoding 2-4x faster; at ImageNet's sizes that is rare (1% of train
+crops, no eval image).
 """
 
 from __future__ import annotations
