@@ -7,7 +7,7 @@ row of the global batch does the rest, so an example is augmented the same way w
 processes or workers, and a restored iterator repeats the exact crops.
 
 JPEGs are decoded by libjpeg-turbo through simplejpeg: the same pixels as PIL (whose decoder is the same
-library) in ~30% less time. PNGs, CMYK JPEGs and whatever libjpeg-turbo cannot parse go through PIL. Crops
+library) in 15-30% less time. PNGs, CMYK JPEGs and whatever libjpeg-turbo cannot parse go through PIL. Crops
 and resizes are PIL's (antialiased bilinear), as torchvision's on PIL images. With `draft=True` the decoder
 also scales down in the DCT (by n/8) when the crop is at least twice the output size: the same crop and
 flip, pixels within a few levels, decoding 2-4x faster; at ImageNet's sizes that is rare (1% of train
