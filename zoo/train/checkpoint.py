@@ -97,6 +97,31 @@ def _leaf_shapes(tree: Any, prefix: str = '') -> dict[str, tuple[int, ...]]:
   return out
 
 
+# Keys that decide how a run is watched, stored or laid out on devices, not what it trains: free to change on
+# resume. num_epochs/num_train_steps may change too (a new phase of the run, see Checkpointer.check_continuation).
+UNTRAINED_KEYS = ('log_every', 'eval_every', 'eval_every_epochs', 'checkpoint.', 'mesh.', 'cpu_', 'data.tfds_dir',
+                  'data.tsv_dir', 'data.num_threads', 'data.num_workers', 'data.eval_batch_size', 'data.cache_in_memory')
+PHASE_KEYS = ('num_epochs', 'num_train_steps')
+
+
+def training_diff(saved: dict, current: dict) -> tuple[list[str], dict[str, list]]:
+  """(lines 'key: saved -> current' for keys that change what is trained, {phase key: [saved, current]}).
+
+  Only keys both configs hold are compared: a key the code's defaults gained (or lost) since the run
+  started is not a change the user made.
+  """
+  old, new = _flatten(saved), _flatten(current)
+  lines, phase = [], {}
+  for key in sorted(set(old) & set(new)):
+    if old[key] == new[key] or key.startswith(UNTRAINED_KEYS):
+      continue
+    if key in PHASE_KEYS:
+      phase[key] = [old[key], new[key]]
+    else:
+      lines.append(f'{key}: {old[key]!r} -> {new[key]!r}')
+  return lines, phase
+
+
 def config_diff(saved: dict, current: dict) -> list[str]:
   """'section.key: saved -> current' for each state-defining key that differs."""
   lines = []
@@ -194,6 +219,29 @@ class Checkpointer:
             + '. Fix: pass a new --workdir to start fresh (nothing in the old one was changed), '
             'or restore the old config.')
       return
+
+  def check_continuation(self, config: dict, total_steps: int) -> dict[str, list]:
+    """Before resuming: raises CheckpointMismatchError if `config` changes what the newest readable checkpoint
+    was trained with (the diff, one line); returns the changed num_epochs/num_train_steps ({} if none), which
+    may change while the run is not past the new end."""
+    for step in reversed(self.all_steps()):
+      try:
+        saved = self.saved_config(step)
+      except Exception:  # unreadable: restore_latest() will move it aside
+        continue
+      diff, phase = training_diff(saved, config)
+      if diff:
+        raise CheckpointMismatchError(
+            f'{self.directory} holds a run trained (to step {step}) with another config: ' + '; '.join(diff)
+            + '. Fix: pass a new --workdir for the new config (nothing in this one was changed), or rerun with '
+            'the run\'s own config (its config.json); only num_epochs/num_train_steps may change.')
+      if phase and total_steps < step:
+        raise CheckpointMismatchError(
+            f'{self.directory} holds a run trained to step {step}; the new config gives {total_steps} steps in all '
+            f'({", ".join(f"{k}: {v[0]!r} -> {v[1]!r}" for k, v in phase.items())}). Fix: give at least {step} '
+            'steps, or pass a new --workdir.')
+      return phase
+    return {}
 
   def save(self, step: int, state: Any, data_iterator: grain.DatasetIterator, config: dict,
            metrics: Mapping[str, float] | None = None) -> None:

@@ -31,7 +31,7 @@ from zoo.train import state as state_lib
 from zoo.train.checkpoint import Checkpointer, abstract_like
 from zoo.train.preemption import PreemptionWatcher
 from zoo.train.step import compile_steps, step_options
-from zoo.train.writers import MetricWriter, read_metrics
+from zoo.train.writers import MetricWriter, ProgressLines, record_phase, repair_metrics
 
 NONFINITE_POLICIES = ('stop', 'skip')
 
@@ -75,7 +75,7 @@ def _drop_rows_after(jsonl_path: pathlib.Path, step: int) -> int:
   """
   if not jsonl_path.exists():
     return 0
-  kept = [row for row in read_metrics(jsonl_path) if row['step'] <= step and row['split'] != 'test']
+  kept = [row for row in repair_metrics(jsonl_path) if row['step'] <= step and row['split'] != 'test']
   jsonl_path.write_text(''.join(json.dumps(row) + '\n' for row in kept))
   train_rows = [row for row in kept if row['split'] == 'train']
   return int(train_rows[-1].get('skipped_steps', 0)) if train_rows else 0
@@ -214,6 +214,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   experiment = build_experiment(config, workdir, raw_data_dir=raw_data_dir,
                                 before_data=lambda: checkpointer.check_compatible(config_dict))
   task, pipeline, state, strategy = experiment.task, experiment.pipeline, experiment.state, experiment.strategy
+  phase = checkpointer.check_continuation(config_dict, experiment.total_steps)  # {} unless the length changed
   total_steps = experiment.total_steps
   eval_every, save_every = intervals(config, pipeline.steps_per_epoch)
   train_iterator = pipeline.train_iterator()
@@ -229,6 +230,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   skipped = 0
   if writer_active:
     skipped = _drop_rows_after(workdir / 'metrics.jsonl', start_step)
+    if phase and restored is not None:
+      record_phase(workdir, start_step, phase)
     (workdir / 'config.json').write_text(json.dumps(config_dict, indent=2) + '\n')
 
   train_step, eval_step = compile_steps(task, experiment.tx, experiment.schedule, strategy, config)
@@ -236,6 +239,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   writer = MetricWriter(workdir)
   progress = tqdm.tqdm(total=total_steps, initial=start_step, unit='step', dynamic_ncols=True,
                        disable=not sys.stderr.isatty() or not writer_active)
+  lines = ProgressLines(total_steps, start_step, active=writer_active and not sys.stderr.isatty())
   policy = config.nonfinite
   pending, window_start = [], time.time()
   step = start_step
@@ -258,6 +262,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
           means['skipped_steps'] = skipped
           writer.write(step, 'train', means)
           progress.set_postfix(loss=f'{means["loss"]:.4f}', ex_s=f'{means["examples_per_s"]:.0f}')
+          lines.note_train(means)
           saved_metrics.update({f'train_{k}': v for k, v in means.items()})
           pending, window_start = [], time.time()
         if step % eval_every == 0 or last:
@@ -265,7 +270,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                                   config.data.eval_batch_size, strategy)
           writer.write(step, 'eval', eval_metrics)
           evaluated_at = step, eval_metrics
+          lines.note_eval(eval_metrics)
           saved_metrics.update({f'eval_{k}': v for k, v in eval_metrics.items()})
+        lines.flush(step)
         if save_now:
           checkpointer.save(step, strategy.canonical_state(state), train_iterator, config_dict, saved_metrics)
         if preempted:
