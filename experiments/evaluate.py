@@ -28,8 +28,9 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.ERROR)
   try:
-    config, experiment, state = load_run(_WORKDIR.value, _SET.value, raw_data_dir=_DATA_DIR.value)
-    split = _SPLIT.value or config.data.test_split
+    split_override = [f'data.test_split={_SPLIT.value!r}'] if _SPLIT.value else []  # its data is prepared, or named
+    config, experiment, state = load_run(_WORKDIR.value, [*_SET.value, *split_override], raw_data_dir=_DATA_DIR.value)
+    split = config.data.test_split
     metrics = evaluate_state(config, experiment, state, split)
   except UserError as error:
     sys.exit(f'error: {error}')

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -203,3 +205,80 @@ def test_launcher_without_workdir_or_with_stray_arguments():
   assert missing.returncode != 0 and "Flag --workdir must have a value other than None" in missing.stderr
   stray = run_launcher(f'--config={CONFIG_FILE}', '--workdir=/tmp/unused', 'oops')
   assert stray.returncode != 0 and 'Unexpected arguments: oops' in stray.stderr
+
+
+def _one_error_line(result: subprocess.CompletedProcess) -> str:
+  assert result.returncode != 0
+  assert 'Traceback' not in result.stderr, result.stderr
+  [line] = [l for l in result.stderr.splitlines() if l.startswith(('error:', 'FATAL'))]
+  return line
+
+
+def test_config_file_with_a_syntax_error(earlier_run, tmp_path):
+  before = tree_digest(earlier_run)
+  broken = tmp_path / 'broken.py'
+  broken.write_text('def get_config(:\n  pass\n')
+  line = _one_error_line(run_launcher(f'--config={broken}', f'--workdir={earlier_run}'))
+  assert f'{broken}:1 has a syntax error (invalid syntax); fix that line' in line, line
+  assert tree_digest(earlier_run) == before
+
+
+# (config key, bad value, words of the one line) for mistakes caught before any step
+MORE_CONFIG_CASES = [
+    ('optimizer.learning_rate', 0.0, 'config.optimizer.learning_rate=0.0; it must be a number above 0'),
+    ('optimizer.learning_rate', -0.1, 'config.optimizer.learning_rate=-0.1; it must be a number above 0'),
+    ('data.batch_size', 70000, 'batch_size=70000 is larger than the 60000 examples of the train split'),
+]
+
+
+@pytest.mark.parametrize('key,value,words', MORE_CONFIG_CASES, ids=[f'{c[0]}={c[1]}' for c in MORE_CONFIG_CASES])
+def test_more_bad_config_values(key, value, words, earlier_run, tfds_dir):
+  before = tree_digest(earlier_run)
+  config = _short_config(tfds_dir)
+  set_dotted(config, key, value)
+  with pytest.raises(ConfigError, match=re.escape(words)):
+    train_and_evaluate(config, str(earlier_run))
+  assert tree_digest(earlier_run) == before
+
+
+def test_data_dir_that_does_not_exist(earlier_run, tfds_dir, tmp_path):
+  before = tree_digest(earlier_run)
+  with pytest.raises(ConfigError, match=r'--data_dir .*/typo is not a folder'):
+    train_and_evaluate(_short_config(tfds_dir), str(earlier_run), raw_data_dir=str(tmp_path / 'typo'))
+  assert tree_digest(earlier_run) == before
+
+
+def test_unwritable_workdir_as_a_normal_user(earlier_run, tfds_dir):
+  """Root ignores permissions: as root, the check runs with the effective uid of 'nobody'."""
+  shared = pathlib.Path(tempfile.mkdtemp(prefix='zoo-readonly-'))
+  try:
+    os.chmod(shared, 0o755)
+    workdir = shared / 'run'
+    shutil.copytree(earlier_run, workdir)
+    os.chmod(workdir, 0o755 if os.geteuid() == 0 else 0o555)  # readable, not writable by the user it runs as
+    before = tree_digest(workdir)
+    for target in (workdir, workdir / 'new' / 'deeper'):
+      if os.geteuid() == 0:
+        os.seteuid(65534)
+      try:
+        with pytest.raises(ConfigError, match=r'is not writable .* refuses this user.*pass a folder you can write'):
+          train_and_evaluate(_short_config(tfds_dir), str(target))
+      finally:
+        if os.geteuid() != os.getuid():
+          os.seteuid(os.getuid())
+    assert tree_digest(workdir) == before and not (workdir / 'new').exists()
+  finally:
+    os.chmod(shared, 0o755)
+    if (shared / 'run').exists():
+      os.chmod(shared / 'run', 0o755)
+    shutil.rmtree(shared)
+
+
+def test_evaluate_a_split_the_dataset_lacks(earlier_run, tfds_dir):
+  before = tree_digest(earlier_run)
+  result = subprocess.run([sys.executable, str(REPO / 'experiments' / 'evaluate.py'), f'--workdir={earlier_run}',
+                           '--split=validation', f'--set=data.tfds_dir={tfds_dir!r}'],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+  line = _one_error_line(result)
+  assert "has no split ['validation']; it has ['test', 'train']" in line, line
+  assert tree_digest(earlier_run) == before

@@ -454,6 +454,9 @@ def build_pipeline(config: ml_collections.ConfigDict, *, seed: int, raw_data_dir
   for key in ('batch_size', 'eval_batch_size'):
     if not isinstance(config[key], int) or config[key] <= 0:
       raise ConfigError(f'config.data.{key}={config[key]!r}; it must be a positive integer.')
+  if raw_data_dir is not None and not pathlib.Path(raw_data_dir).expanduser().is_dir():
+    raise ConfigError(f'--data_dir {raw_data_dir} is not a folder; pass the folder that holds one sub-folder per '
+                      'dataset (mnist/, sst2/, ...), or leave the flag out.')
   splits = list(dict.fromkeys([config.train_split, config.eval_split, config.test_split]))
   label_names = largest_label = None
   if config.name == 'tsv':
@@ -474,6 +477,10 @@ def build_pipeline(config: ml_collections.ConfigDict, *, seed: int, raw_data_dir
   elif augment.random_resized_crop:
     raise ConfigError(f'config.data.augment.random_resized_crop needs a dataset stored as JPEG (imagenet2012); '
                       f'{config.name!r} is not. Use augment.translate instead.')
+  train_size = len(sources[config.train_split])
+  if config.batch_size > train_size:
+    raise ConfigError(f'config.data.batch_size={config.batch_size} is larger than the {train_size} examples of the '
+                      f'train split {config.train_split!r}; set --config.data.batch_size={train_size} or less.')
   return Pipeline(sources=sources, train_split=config.train_split,
                   global_batch_size=config.batch_size, seed=seed,
                   process_index=jax.process_index(), process_count=jax.process_count(),

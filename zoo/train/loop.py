@@ -31,7 +31,7 @@ from zoo.train import state as state_lib
 from zoo.train.checkpoint import Checkpointer, abstract_like
 from zoo.train.preemption import PreemptionWatcher
 from zoo.train.step import compile_steps, step_options
-from zoo.train.writers import MetricWriter, ProgressLines, record_phase, repair_metrics
+from zoo.train.writers import MetricWriter, ProgressLines, check_writable, record_phase, repair_metrics
 
 NONFINITE_POLICIES = ('stop', 'skip')
 
@@ -202,6 +202,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   """
   started = time.time()
   workdir = pathlib.Path(workdir)
+  check_writable(workdir)
   if workdir.exists() and not workdir.is_dir():
     raise ConfigError(f'--workdir {workdir} is a file; pass a folder (new or of an earlier run).')
   if config.nonfinite not in NONFINITE_POLICIES:

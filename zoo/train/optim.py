@@ -35,6 +35,8 @@ def build_schedule(config: ml_collections.ConfigDict, total_steps: int) -> optax
   """
   config = complete('optimizer', config)
   lr = config.learning_rate
+  if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+    raise ConfigError(f'config.optimizer.learning_rate={lr!r}; it must be a number above 0, e.g. 1e-3.')
   name = config.schedule
   if name == 'constant':
     return optax.constant_schedule(lr)

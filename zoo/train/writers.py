@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import os
 import pathlib
 import shutil
 import sys
@@ -12,6 +13,8 @@ import time
 from typing import Mapping, TextIO
 
 import jax
+
+from zoo.errors import ConfigError
 
 
 class MetricWriter:
@@ -43,6 +46,24 @@ class MetricWriter:
     if self.active:
       self._tensorboard.close()
       plot_curves(self.jsonl_path, self.workdir / 'curves.png')
+
+
+def check_writable(workdir: pathlib.Path) -> None:
+  """Raises ConfigError unless this process can create or write the run folder `workdir`."""
+  existing = workdir
+  try:
+    while not existing.exists() and existing != existing.parent:
+      existing = existing.parent
+  except PermissionError:
+    raise ConfigError(f'--workdir {workdir} cannot be reached by this user (uid {os.geteuid()}): a folder on its '
+                      'path refuses it; pass a folder you can write, or fix the permissions.') from None
+  if not existing.is_dir():
+    return  # a file: the caller says so
+  effective = os.access in os.supports_effective_ids  # checked as the user the process acts as
+  if not os.access(existing, os.W_OK | os.X_OK, effective_ids=effective):
+    where = 'it' if existing == workdir else f'its parent {existing}'
+    raise ConfigError(f'--workdir {workdir} is not writable ({where} refuses this user, uid {os.geteuid()}); '
+                      'pass a folder you can write, or fix its permissions.')
 
 
 def record_phase(workdir: pathlib.Path, start_step: int, changes: Mapping[str, list]) -> None:
