@@ -56,7 +56,10 @@ class Predictor:
     self.input_dtype = np.dtype(self.metadata['input_dtype'])
 
   def __call__(self, x: np.ndarray) -> Any:
+    """Runs the program; uint8 images for a model of float inputs are scaled as in training (/ image_scale)."""
     x = np.asarray(x)
+    if x.dtype == np.uint8 and np.issubdtype(self.input_dtype, np.floating):
+      x = x.astype(np.float32) / np.float32(self.metadata.get('image_scale', 255.0))
     if x.ndim != len(self.input_shape) or x.shape[1:] != self.input_shape[1:]:
       raise UserError(f'The model takes inputs of shape [batch, {", ".join(map(str, self.input_shape[1:]))}]; '
                       f'got {list(x.shape)}. Resize or reshape the input to match.')
@@ -65,6 +68,10 @@ class Predictor:
   def images(self, paths: Sequence[str | pathlib.Path]) -> np.ndarray:
     """PNG/JPEG files -> f32[B, H, W, C] scaled as in training (pixel / image_scale)."""
     from PIL import Image  # pylint: disable=import-outside-toplevel
+    if len(self.input_shape) != 4:
+      raise UserError(f'This artifact takes {self.metadata.get("input_key", "tokens")} of shape '
+                      f'[batch, {", ".join(map(str, self.input_shape[1:]))}], not images: pass --text lines'
+                      f'{" (it is a text model)" if "vocab" in self.metadata else ""} or --npy=FILE.')
     height, width, channels = self.input_shape[1:]
     rows = []
     for path in paths:
@@ -79,5 +86,9 @@ class Predictor:
   def texts(self, lines: Sequence[str]) -> np.ndarray:
     """Text lines -> i32[B, max_length] token ids with the training vocabulary (unknown words -> <unk>)."""
     from zoo.data.text import Vocabulary, pad_sequences  # pylint: disable=import-outside-toplevel
+    if 'vocab' not in self.metadata:
+      raise UserError(f'This artifact ({self.metadata.get("model", "?")}) takes {self.metadata.get("input_key")} of '
+                      f'shape [batch, {", ".join(map(str, self.input_shape[1:]))}], not text: drop --text and pass '
+                      'image files or --npy=FILE.')
     vocab, level = Vocabulary(self.metadata['vocab']), self.metadata['token_level']
     return pad_sequences([vocab.encode(line, level) for line in lines], self.input_shape[1])
