@@ -29,6 +29,7 @@ from zoo import compress
 from zoo.train.compression import (distill_and_compare, distillation_markdown, markdown, prune_and_evaluate,
                                     quantization_markdown, quantize_and_evaluate)
 from zoo.errors import UserError
+from zoo.train import run_folder
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Trained run folder.')
 _SPARSITIES = flags.DEFINE_list('sparsities', ['0', '0.5', '0.8', '0.9', '0.95'], 'Fractions of kernel weights pruned.')
@@ -48,17 +49,20 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   logging.set_verbosity(logging.ERROR)
   try:
-    sparsities = [float(s) for s in _SPARSITIES.value]
+    try:
+      sparsities = [float(s) for s in _SPARSITIES.value]
+    except ValueError as error:
+      raise UserError(f'--sparsities must be numbers in [0, 1) ({error}).') from None
     if not all(0.0 <= s < 1.0 for s in sparsities):
       raise UserError(f'--sparsities={",".join(_SPARSITIES.value)}: each must be in [0, 1).')
+    if _QUANTIZE.value:
+      _check_quantizable(_WORKDIR.value)
     rows = prune_and_evaluate(_WORKDIR.value, sparsities, _SCOPE.value, _DATA_DIR.value)
     quantized_rows = quantize_and_evaluate(_WORKDIR.value, raw_data_dir=_DATA_DIR.value) if _QUANTIZE.value else []
     distilled_rows = []
     if _STUDENT.value is not None:
       distilled_rows = distill_and_compare(_WORKDIR.value, _STUDENT.value, _out_folder(), temperature=_TEMPERATURE.value,
                                            alpha=_ALPHA.value, raw_data_dir=_DATA_DIR.value)
-  except ValueError as error:
-    sys.exit(f'error: --sparsities must be numbers in [0, 1) ({error}).')
   except UserError as error:
     sys.exit(f'error: {error}')
   for name, table_rows, to_markdown in (('pruning', rows, markdown),
@@ -66,6 +70,15 @@ def main(argv):
                                        ('distillation', distilled_rows, distillation_markdown)):
     if table_rows:
       _write(name, table_rows, to_markdown(table_rows))
+
+
+def _check_quantizable(workdir: str) -> None:
+  """Before any work: --quantize measures image classifiers (test accuracy of int8 Dense/Conv layers)."""
+  config = run_folder.read_config(workdir)
+  task, input_key = config.task.name, config.task.get('input_key', 'image')
+  if task != 'classification' or input_key != 'image':
+    raise UserError(f'--quantize measures image classifiers; {workdir} is a {config.model.name!r} with task {task!r} '
+                    f'on {input_key!r} inputs. Drop --quantize for this run.')
 
 
 def _out_folder() -> pathlib.Path:

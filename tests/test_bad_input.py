@@ -282,3 +282,16 @@ def test_evaluate_a_split_the_dataset_lacks(earlier_run, tfds_dir):
   line = _one_error_line(result)
   assert "has no split ['validation']; it has ['test', 'train']" in line, line
   assert tree_digest(earlier_run) == before
+
+
+def test_compress_quantize_on_a_model_it_cannot_quantize(tmp_path):
+  workdir = tmp_path / 'text_run'
+  workdir.mkdir()
+  (workdir / 'config.json').write_text(load_config('sst2_lstm').to_json())
+  before = tree_digest(workdir)
+  result = subprocess.run([sys.executable, str(REPO / 'experiments' / 'compress.py'), f'--workdir={workdir}',
+                           '--quantize'], cwd=REPO, capture_output=True, text=True, timeout=300)
+  line = _one_error_line(result)
+  assert "--quantize measures image classifiers; " in line and "'rnn_classifier' with task 'classification' on " \
+         "'tokens' inputs. Drop --quantize" in line, line
+  assert tree_digest(workdir) == before
