@@ -56,6 +56,13 @@ def test_docs_nnx_snippet_trains_a_new_head_on_the_published_cnn(digit_folder):
   assert final_loss < 0.1  # ln 2 = 0.69 at the start
 
 
+@pytest.mark.skipif('sst2_lstm' not in zoo.pretrained.list(), reason='sst2_lstm is not published')
+def test_docs_text_and_pytorch_snippets_run():
+  listing = _run(DOC.split('# Published weights', 1)[1].split('```python\n', 1)[1].split('```', 1)[0], REPO)
+  assert "'mnist_cnn'" in listing and 'python experiments/train.py' in listing
+  assert _run(_snippet('## In PyTorch'), REPO).strip() in ('tensor([1])', 'tensor([0])')
+
+
 def test_nnx_module_computes_what_the_linen_module_computes_and_trains():
   model, variables, info = zoo.pretrained.load('mnist_cnn')
   images, labels = _mnist_test(256)
