@@ -295,3 +295,19 @@ def test_compress_quantize_on_a_model_it_cannot_quantize(tmp_path):
   assert "--quantize measures image classifiers; " in line and "'rnn_classifier' with task 'classification' on " \
          "'tokens' inputs. Drop --quantize" in line, line
   assert tree_digest(workdir) == before
+
+
+def test_unreadable_checkpoint_metadata_is_reported_once_and_the_checkpoint_used(earlier_run, tfds_dir, tmp_path,
+                                                                                 capsys, caplog):
+  workdir = tmp_path / 'run'
+  shutil.copytree(earlier_run, workdir)
+  metadata = workdir / 'checkpoints' / '5' / '_CHECKPOINT_METADATA'
+  metadata.write_text('{"garbage')
+  before = tree_digest(workdir / 'checkpoints')
+  capsys.readouterr()
+  assert train_and_evaluate(_short_config(tfds_dir), str(workdir))['step'] == 5
+  warnings = [line for line in capsys.readouterr().err.splitlines() if 'warning' in line.lower()]
+  assert warnings == [f'warning: {metadata} is unreadable (JSONDecodeError); checkpoint 5 is used without it (its '
+                      'state, data position and config are intact; its saved metrics are not). Nothing was changed.']
+  assert not [r for r in caplog.records if 'Failed to json parse' in r.getMessage()]
+  assert tree_digest(workdir / 'checkpoints') == before and not (workdir / 'checkpoints_quarantine').exists()

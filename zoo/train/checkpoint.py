@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import datetime
+import json
+import logging as std_logging
 import os
 import pathlib
 import shutil
@@ -35,6 +37,21 @@ from zoo.errors import CheckpointMismatchError
 # Config sections that decide the shapes and meaning of the saved state.
 STATE_DEFINING_SECTIONS = ('model', 'task')
 TMP_MARKER = '.orbax-checkpoint-tmp'
+
+
+class _KnownDamage(std_logging.Filter):
+  """Drops Orbax's log records about files zoo has already reported in one line (a damaged step metadata file)."""
+
+  def __init__(self):
+    super().__init__()
+    self.paths: set[str] = set()
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return not any(path in record.getMessage() for path in self.paths)
+
+
+_KNOWN_DAMAGE = _KnownDamage()
+std_logging.getLogger('absl').addFilter(_KNOWN_DAMAGE)
 
 
 def _lower_thread_priority() -> None:
@@ -157,6 +174,7 @@ class Checkpointer:
         preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies),
         best_fn=metric_of, best_mode=best_mode)  # best_fn also makes Orbax write the metrics
     self._quarantine_unfinished_saves()
+    self._report_unreadable_metadata()
     self._io = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='zoo-checkpoint-io',
                                                      initializer=_lower_thread_priority)
     self.manager = self._on_io_thread(ocp.CheckpointManager, self.directory, options=self._options,
@@ -173,6 +191,21 @@ class Checkpointer:
     for path in self.directory.iterdir():
       if TMP_MARKER in path.name:
         self._move_aside(path, 'a save that never finished')
+
+  def _report_unreadable_metadata(self) -> None:
+    """A step whose _CHECKPOINT_METADATA (Orbax's bookkeeping: save times, metrics) does not parse is still
+    restored, since its items are intact, with one warning; its saved metrics (for keep_best) are lost."""
+    if not self.directory.exists():
+      return
+    for path in sorted(self.directory.glob('*/_CHECKPOINT_METADATA')):
+      try:
+        json.loads(path.read_text())
+      except (ValueError, OSError) as error:
+        _KNOWN_DAMAGE.paths.add(str(path))
+        if jax.process_index() == 0:
+          print(f'warning: {path} is unreadable ({type(error).__name__}); checkpoint {path.parent.name} is used '
+                'without it (its state, data position and config are intact; its saved metrics are not). '
+                'Nothing was changed.', file=sys.stderr, flush=True)
 
   def _move_aside(self, path: pathlib.Path, reason: str) -> pathlib.Path:
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%dT%H%M%S%f')
