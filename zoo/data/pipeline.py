@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import flags, logging
 
+from zoo.config import default_config
 from zoo.data.augment import Augment
 from zoo.data.image_ops import DecodeImages
 from zoo.data.preparation import prepare
@@ -450,7 +451,12 @@ def build_pipeline(config: ml_collections.ConfigDict, *, seed: int, raw_data_dir
   included) and max_length (tokens per example, or per LM window). Text
   datasets save their vocabulary as `workdir/vocab.json`. name='tsv' reads
   your own `<tsv_dir>/<split>.tsv` files (sentence<TAB>label) instead of TFDS.
+  `config` may be a plain or partial dict: default_config(name).data fills the rest.
   """
+  if not isinstance(config, ml_collections.ConfigDict):
+    given = dict(config or {})
+    config = default_config(given.get('name', 'mnist')).data
+    config.update(given)
   for key in ('batch_size', 'eval_batch_size'):
     if not isinstance(config[key], int) or config[key] <= 0:
       raise ConfigError(f'config.data.{key}={config[key]!r}; it must be a positive integer.')

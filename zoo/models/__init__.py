@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
+import jax
 import ml_collections
 
 from zoo.models.cnn import CNN
@@ -24,10 +27,17 @@ MODELS: dict[str, type[nn.Module]] = {
 }
 
 
+def init_params(model: nn.Module, rng: jax.Array, *inputs: jax.Array, **kwargs: Any) -> dict:
+  """model.init(rng, *inputs, train=False, **kwargs) as plain arrays: the variables (params, batch_stats, ...)
+  without flax's LogicallyPartitioned boxes (nn.meta.unbox), so `.shape` and arithmetic work. Arrays keep
+  the shardings they were made with; the logical axis names live on in `nn.get_partition_spec(model.init(...))`."""
+  return nn.meta.unbox(model.init(rng, *inputs, train=False, **kwargs))
+
+
 def build(config: ml_collections.ConfigDict) -> nn.Module:
   """config.name picks the module; every other key is a module attribute."""
   return construct(MODELS, config, 'model')
 
 
 __all__ = ['CNN', 'MLP', 'MODELS', 'RNNClassifier', 'RNNLanguageModel', 'ResNet', 'TransformerEncoder', 'VAE',
-           'build']
+           'build', 'init_params']
