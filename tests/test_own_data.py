@@ -42,6 +42,7 @@ def tiny_config(folder) -> ml_collections.ConfigDict:
   config = default_config('glue/sst2')
   config.data.update(dict(name='tsv', tsv_dir=str(folder), batch_size=2, eval_batch_size=3, max_length=8))
   config.model = ml_collections.ConfigDict(dict(name='rnn_classifier', vocab_size=64, embed_dim=8, hidden=8))
+  config.task.input_key = 'tokens'
   config.num_train_steps = 3
   config.log_every = config.eval_every = config.checkpoint.every = 3
   return config

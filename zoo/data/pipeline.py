@@ -26,6 +26,7 @@ from absl import flags, logging
 
 from zoo.config import default_config
 from zoo.data.augment import Augment
+from zoo.data.bucketing import LengthBuckets, TrimToLongest, token_lengths
 from zoo.data.image_ops import DecodeImages
 from zoo.data.preparation import prepare
 from zoo.data.text import Vocabulary, pad_sequences, windows
@@ -211,6 +212,7 @@ class Pipeline:
     augment: train-time augmentation (seeded per batch by grain).
     decode: for JPEG sources (imagenet2012): decoding, crops and flips, done per batch inside grain's map.
     num_workers: grain worker processes running the reads, decoding and augmentation (0: this process).
+    bucket_by_length: text train batches of similar lengths, cut to their longest (zoo.data.bucketing).
   """
   sources: dict[str, Any]
   train_split: str
@@ -226,6 +228,7 @@ class Pipeline:
   largest_label: tuple[int, str] | None = None
   decode: DecodeImages | None = None
   num_workers: int = 0
+  bucket_by_length: bool = False
 
   def __post_init__(self):
     self.local_rows = self.process_rows(self.global_batch_size)
@@ -260,7 +263,9 @@ class Pipeline:
     source = self.sources[self.train_split]
     indices = grain.MapDataset.range(len(source)).shuffle(seed=self.seed).repeat()
     batches = indices.batch(self.global_batch_size, drop_remainder=True)
-    if self.decode is None:
+    if self.bucket_by_length:
+      batches = self._bucketed_batches(source)
+    elif self.decode is None:
       batches = batches.map(_ReadRows(source, self.local_rows, self.image_scale))
     else:  # its own random stream, apart from the batch augmentation's
       decode_seed = int(np.random.SeedSequence([self.seed, 1]).generate_state(1)[0])
@@ -271,6 +276,19 @@ class Pipeline:
     if self.num_workers:
       return _WorkerIterator(batches, options, self.num_workers)
     return iter(batches.to_iter_dataset(options))
+
+  def _bucketed_batches(self, source: Any) -> grain.MapDataset:
+    """Global batches of similar token lengths (zoo.data.bucketing), this process's rows, cut to the longest."""
+    tokens = getattr(source, 'columns', {}).get('tokens')
+    if tokens is None or tokens.ndim != 2 or 'label' not in source.columns:
+      raise ConfigError('config.data.bucket_by_length needs a text classification dataset (glue/sst2, tsv); '
+                        'set it to False for this one.')
+    lengths = token_lengths(tokens)
+    plan = LengthBuckets(lengths, self.global_batch_size, self.seed)
+    read = TrimToLongest(_ReadRows(source, self.local_rows, self.image_scale), lengths,
+                         multiple=max(8, tokens.shape[1] // 8))
+    numbers = grain.MapDataset.range(plan.steps_per_epoch).repeat()
+    return numbers.map_with_index(lambda position, _: read(plan(position)))
 
   def eval_batches(self, split: str, batch_size: int) -> Iterator[Batch]:
     """Every example of `split` once, in order, as local batches of fixed size.
@@ -492,4 +510,5 @@ def build_pipeline(config: ml_collections.ConfigDict, *, seed: int, raw_data_dir
                   process_index=jax.process_index(), process_count=jax.process_count(),
                   num_threads=config.num_threads, vocab=vocab, image_scale=config.get('image_scale', 255.0),
                   label_names=label_names, largest_label=largest_label,
-                  augment=augment, decode=decode, num_workers=config.get('num_workers', 0))
+                  augment=augment, decode=decode, num_workers=config.get('num_workers', 0),
+                  bucket_by_length=config.get('bucket_by_length', False))
