@@ -26,14 +26,21 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from zoo import compress
-from zoo.train.compression import (distill_and_compare, distillation_markdown, markdown, prune_and_evaluate,
-                                    quantization_markdown, quantize_and_evaluate)
 from zoo.errors import UserError
 from zoo.train import run_folder
+from zoo.train.compression import (
+  distill_and_compare,
+  distillation_markdown,
+  markdown,
+  prune_and_evaluate,
+  quantization_markdown,
+  quantize_and_evaluate,
+)
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Trained run folder.')
 _SPARSITIES = flags.DEFINE_list('sparsities', ['0', '0.5', '0.8', '0.9', '0.95'], 'Fractions of kernel weights pruned.')
-_SCOPE = flags.DEFINE_enum('scope', 'global', list(compress.pruning.SCOPES), 'Rank weights over all kernels or per layer.')
+_SCOPE = flags.DEFINE_enum('scope', 'global', list(compress.pruning.SCOPES),
+                           'Rank weights over all kernels or per layer.')
 _QUANTIZE = flags.DEFINE_bool('quantize', False, 'Also measure int8 post-training quantization.')
 _STUDENT = config_flags.DEFINE_config_file('distill_student', None, 'Also train this student config alone and '
                                            'distilled from --workdir (e.g. experiments/configs/mnist_student.py).')
@@ -61,8 +68,9 @@ def main(argv):
     quantized_rows = quantize_and_evaluate(_WORKDIR.value, raw_data_dir=_DATA_DIR.value) if _QUANTIZE.value else []
     distilled_rows = []
     if _STUDENT.value is not None:
-      distilled_rows = distill_and_compare(_WORKDIR.value, _STUDENT.value, _out_folder(), temperature=_TEMPERATURE.value,
-                                           alpha=_ALPHA.value, raw_data_dir=_DATA_DIR.value)
+      distilled_rows = distill_and_compare(_WORKDIR.value, _STUDENT.value, _out_folder(),
+                                           temperature=_TEMPERATURE.value, alpha=_ALPHA.value,
+                                           raw_data_dir=_DATA_DIR.value)
   except UserError as error:
     sys.exit(f'error: {error}')
   for name, table_rows, to_markdown in (('pruning', rows, markdown),

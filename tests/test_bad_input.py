@@ -20,15 +20,14 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+from conftest import RAW_DATA_DIR, REPO, load_config
+from test_train import tree_digest
 
 from zoo import models
 from zoo.config import set_dotted
 from zoo.errors import CheckpointMismatchError, ConfigError, DataUnavailableError, UserError
 from zoo.train.checkpoint import Checkpointer
 from zoo.train.loop import train_and_evaluate
-
-from conftest import RAW_DATA_DIR, REPO, load_config
-from test_train import tree_digest
 
 CONFIG_FILE = REPO / 'experiments' / 'configs' / 'mnist_cnn.py'
 
@@ -195,7 +194,7 @@ def test_bad_launcher_flags(args, words, earlier_run, tfds_dir):
                         '--config.num_train_steps=5', '--config.checkpoint.every=5', *args)
   assert result.returncode != 0
   assert 'Traceback' not in result.stderr, result.stderr
-  [line] = [l for l in result.stderr.splitlines() if l.startswith(('error:', 'FATAL'))]
+  [line] = [text for text in result.stderr.splitlines() if text.startswith(('error:', 'FATAL'))]
   assert words in line, line
   assert tree_digest(earlier_run) == before
 
@@ -210,7 +209,7 @@ def test_launcher_without_workdir_or_with_stray_arguments():
 def _one_error_line(result: subprocess.CompletedProcess) -> str:
   assert result.returncode != 0
   assert 'Traceback' not in result.stderr, result.stderr
-  [line] = [l for l in result.stderr.splitlines() if l.startswith(('error:', 'FATAL'))]
+  [line] = [text for text in result.stderr.splitlines() if text.startswith(('error:', 'FATAL'))]
   return line
 
 

@@ -75,8 +75,9 @@ def test_bucketing_needs_text():
 
 
 def test_a_bucketed_text_run_trains_and_resumes(tmp_path):
-  from zoo.train.loop import train_and_evaluate
   from test_own_data import reviews_folder, tiny_config
+
+  from zoo.train.loop import train_and_evaluate
   config = tiny_config(reviews_folder(tmp_path))
   config.data.bucket_by_length = True
   config.checkpoint.every = 2

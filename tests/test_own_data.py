@@ -10,14 +10,13 @@ import sys
 import ml_collections
 import numpy as np
 import pytest
+from conftest import REPO
+from test_train import tree_digest
 
 from zoo.config import default_config
 from zoo.data.pipeline import build_pipeline, read_tsv_splits
 from zoo.errors import ConfigError, DataUnavailableError
 from zoo.train.loop import train_and_evaluate
-
-from conftest import REPO
-from test_train import tree_digest
 
 NEL = '\u0085'
 REVIEWS = [('a gripping' + NEL + 'film, truly', 'pos'), ('dull and long', 'neg'), ('great fun', 'pos'),

@@ -7,12 +7,11 @@ import math
 import re
 
 import pytest
+from test_train import tree_digest
 
 from zoo.errors import CheckpointMismatchError
 from zoo.train.loop import train_and_evaluate
 from zoo.train.writers import MetricWriter, read_metrics
-
-from test_train import tree_digest
 
 
 def short(config, steps: int = 4):

@@ -6,12 +6,11 @@ import subprocess
 import sys
 
 import numpy as np
+from conftest import REPO
+from test_train import tree_digest
 
 from zoo.serving import Predictor
 from zoo.serving.from_run import export_run
-
-from conftest import REPO
-from test_train import tree_digest
 
 
 def predict(*args) -> subprocess.CompletedProcess:
@@ -24,7 +23,7 @@ def test_text_for_an_image_model_and_uint8_arrays(trained_run, tmp_path):
   before = tree_digest(folder)
   result = predict(f'--artifact={folder}', '--text', 'a gripping film')
   assert result.returncode != 0 and 'Traceback' not in result.stderr, result.stderr
-  [line] = [l for l in result.stderr.splitlines() if l.startswith('error:')]
+  [line] = [text for text in result.stderr.splitlines() if text.startswith('error:')]
   assert 'takes image of shape [batch, 28, 28, 1], not text: drop --text' in line, line
   predictor = Predictor(folder)
   pixels = np.random.default_rng(0).integers(0, 256, (3, 28, 28, 1), dtype=np.uint8)
@@ -34,6 +33,6 @@ def test_text_for_an_image_model_and_uint8_arrays(trained_run, tmp_path):
   np.save(tmp_path / 'floats.npy', pixels.astype(np.float32) / 255)
   floats = predict(f'--artifact={folder}', f'--npy={tmp_path / "floats.npy"}')
   assert scaled.returncode == 0, scaled.stderr
-  assert [l.split('"class"')[1] for l in scaled.stdout.splitlines()] == \
-         [l.split('"class"')[1] for l in floats.stdout.splitlines()]
+  classes = [[row.split('"class"')[1] for row in out.stdout.splitlines()] for out in (scaled, floats)]
+  assert classes[0] == classes[1]
   assert tree_digest(folder) == before

@@ -58,7 +58,7 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 def _unknown_key_message(error: KeyError | AttributeError) -> str:
-  """"unknown config key 'x' (did you mean "y"?) ..." from ml_collections' KeyError, whose text holds quotes and a newline."""
+  """"unknown config key 'x' (did you mean "y"?) ..." from ml_collections' KeyError (its text: quotes, a newline)."""
   text = str(error.args[0] if error.args else error)
   while text[:1] in ('"', "'"):  # a KeyError's text wrapped in its repr, once or more
     try:

@@ -24,12 +24,12 @@ import sys
 import threading
 from typing import Any, Mapping
 
-from flax import serialization
 import grain
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+from flax import serialization
 from orbax.checkpoint import checkpoint_managers
 
 from zoo.errors import CheckpointMismatchError
@@ -117,7 +117,8 @@ def _leaf_shapes(tree: Any, prefix: str = '') -> dict[str, tuple[int, ...]]:
 # Keys that decide how a run is watched, stored or laid out on devices, not what it trains: free to change on
 # resume. num_epochs/num_train_steps may change too (a new phase of the run, see Checkpointer.check_continuation).
 UNTRAINED_KEYS = ('log_every', 'eval_every', 'eval_every_epochs', 'checkpoint.', 'mesh.', 'cpu_', 'data.tfds_dir',
-                  'data.tsv_dir', 'data.num_threads', 'data.num_workers', 'data.eval_batch_size', 'data.cache_in_memory')
+                  'data.tsv_dir', 'data.num_threads', 'data.num_workers', 'data.eval_batch_size',
+                  'data.cache_in_memory')
 PHASE_KEYS = ('num_epochs', 'num_train_steps')
 
 
