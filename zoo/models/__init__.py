@@ -10,20 +10,25 @@ import ml_collections
 
 from zoo.models.cnn import CNN
 from zoo.models.mlp import MLP
-from zoo.models.resnet import ResNet
+from zoo.models.resnet import BottleneckResNet, ResNet
 from zoo.models.rnn import RNNClassifier, RNNLanguageModel
 from zoo.models.transformer import TransformerEncoder
 from zoo.models.vae import VAE
+from zoo.models.vgg import VGG
+from zoo.models.vit import ViT
 from zoo.registry import construct
 
 MODELS: dict[str, type[nn.Module]] = {
     'mlp': MLP,
     'cnn': CNN,
     'resnet': ResNet,
+    'bottleneck_resnet': BottleneckResNet,
     'rnn_classifier': RNNClassifier,
     'rnn_lm': RNNLanguageModel,
     'transformer': TransformerEncoder,
     'vae': VAE,
+    'vgg': VGG,
+    'vit': ViT,
 }
 
 
@@ -39,5 +44,5 @@ def build(config: ml_collections.ConfigDict) -> nn.Module:
   return construct(MODELS, config, 'model')
 
 
-__all__ = ['CNN', 'MLP', 'MODELS', 'RNNClassifier', 'RNNLanguageModel', 'ResNet', 'TransformerEncoder', 'VAE',
-           'build', 'init_params']
+__all__ = ['CNN', 'MLP', 'MODELS', 'BottleneckResNet', 'RNNClassifier', 'RNNLanguageModel', 'ResNet',
+           'TransformerEncoder', 'VAE', 'VGG', 'ViT', 'build', 'init_params']

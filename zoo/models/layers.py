@@ -150,3 +150,54 @@ class Pool(nn.Module):
     scores = dense(1, ('mlp', None), name='energy', use_bias=False)(energy)[..., 0]
     weights = jax.nn.softmax(jnp.where(real, scores, jnp.finfo(scores.dtype).min), axis=-1) * real
     return jnp.einsum('bt,btd->bd', weights, x)
+
+
+# Rematerialisation policies by name (config.model.remat): which values a block's backward pass keeps from
+# its forward pass; the rest are recomputed. 'none' keeps everything (no remat), 'full' keeps only the
+# block's inputs, 'dots_saveable' keeps matmul/conv outputs, 'dots_with_no_batch_dims_saveable' keeps
+# only the weight matmuls' outputs (not attention's batched dots).
+REMAT_POLICIES: dict[str, Callable | None] = {
+    'none': None,
+    'full': jax.checkpoint_policies.nothing_saveable,
+    'dots_saveable': jax.checkpoint_policies.dots_saveable,
+    'dots_with_no_batch_dims_saveable': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def remat_policy(name: str) -> Callable | None:
+  """The jax.checkpoint policy called `name` (see REMAT_POLICIES); ValueError naming the choices."""
+  if name not in REMAT_POLICIES:
+    raise ValueError(f'Unknown remat policy {name!r}; use one of: {", ".join(REMAT_POLICIES)}.')
+  return REMAT_POLICIES[name]
+
+
+def maybe_remat(block: type[nn.Module], policy: str, static_argnums: tuple[int, ...] = ()) -> type[nn.Module]:
+  """`block` wrapped in nn.remat with the named policy, or `block` itself for 'none'.
+
+  static_argnums count `self` as 0 (flax's convention), e.g. (2,) for __call__(self, x, train).
+  """
+  checkpoint_policy = remat_policy(policy)
+  if policy == 'none':
+    return block
+  return nn.remat(block, policy=checkpoint_policy, static_argnums=static_argnums)
+
+
+def stack_layers(collection: dict, prefix: str, stacked_name: str = 'layers') -> dict:
+  """Unscanned -> scanned layout: entries prefix0..prefix{n-1} (e.g. 'EncoderBlock_0') of one variable
+  collection (params, batch_stats, ...) become one entry `stacked_name` whose leaves have a leading axis n."""
+  names = sorted((k for k in collection if k.startswith(prefix) and k[len(prefix):].isdigit()),
+                 key=lambda k: int(k[len(prefix):]))
+  if not names:
+    raise ValueError(f'No entries named {prefix}0, {prefix}1, ... to stack; the tree has {sorted(collection)}.')
+  rest = {k: v for k, v in collection.items() if k not in names}
+  return {**rest, stacked_name: jax.tree.map(lambda *leaves: jnp.stack(leaves), *[collection[k] for k in names])}
+
+
+def unstack_layers(collection: dict, prefix: str, stacked_name: str = 'layers') -> dict:
+  """Scanned -> unscanned layout, the inverse of stack_layers."""
+  if stacked_name not in collection:
+    raise ValueError(f'No stacked entry {stacked_name!r} to unstack; the tree has {sorted(collection)}.')
+  stacked = collection[stacked_name]
+  count = jax.tree.leaves(stacked)[0].shape[0]
+  rest = {k: v for k, v in collection.items() if k != stacked_name}
+  return {**rest, **{f'{prefix}{i}': jax.tree.map(lambda leaf, i=i: leaf[i], stacked) for i in range(count)}}

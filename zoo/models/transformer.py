@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from zoo.kernels.attention import attention_weights, dot_product_attention
-from zoo.models.layers import POOLINGS, Dropout, Pool, dense, norm_param_init, perturbation_point
+from zoo.models.layers import POOLINGS, Dropout, Pool, dense, maybe_remat, norm_param_init, perturbation_point
 
 
 def sinusoidal_positions(length: int, dim: int) -> np.ndarray:
@@ -21,7 +21,7 @@ def sinusoidal_positions(length: int, dim: int) -> np.ndarray:
   return table.astype(np.float32)
 
 
-def _layer_norm() -> nn.LayerNorm:
+def layer_norm() -> nn.LayerNorm:
   return nn.LayerNorm(scale_init=norm_param_init(nn.initializers.ones, 'embed'),
                       bias_init=norm_param_init(nn.initializers.zeros, 'embed'))
 
@@ -74,15 +74,48 @@ class EncoderBlock(nn.Module):
   attention: str = 'auto'
 
   @nn.compact
-  def __call__(self, x: jax.Array, key_valid: jax.Array, *, train: bool) -> jax.Array:
-    """x: f32[B, T, D], key_valid: bool[B, T] -> f32[B, T, D]."""
-    attention = MultiHeadSelfAttention(self.num_heads, self.dropout_rate, self.causal, self.directional,
-                                       self.attention)
-    x = x + attention(_layer_norm()(x), key_valid, train=train)
-    y = nn.gelu(dense(self.d_ff, ('embed', 'mlp'))(_layer_norm()(x)))
+  def __call__(self, x: jax.Array, key_valid: jax.Array, train: bool) -> jax.Array:
+    """x: f32[B, T, D], key_valid: bool[B, T] -> f32[B, T, D]. (train may be positional, for nn.remat.)"""
+    attention = MultiHeadSelfAttention(num_heads=self.num_heads, dropout_rate=self.dropout_rate, causal=self.causal,
+                                       directional=self.directional, attention=self.attention)
+    x = x + attention(layer_norm()(x), key_valid, train=train)
+    y = nn.gelu(dense(self.d_ff, ('embed', 'mlp'))(layer_norm()(x)))
     y = Dropout(self.dropout_rate, deterministic=not train)(y)
     y = dense(x.shape[-1], ('mlp', 'embed'))(y)
     return x + Dropout(self.dropout_rate, deterministic=not train)(y)
+
+
+class _ScanStep(EncoderBlock):
+  """EncoderBlock in nn.scan's form: (carry, broadcast inputs) -> (carry, None)."""
+
+  def __call__(self, x: jax.Array, key_valid: jax.Array, train: bool) -> tuple[jax.Array, None]:
+    return super().__call__(x, key_valid, train), None
+
+
+SCANNED_BLOCKS = 'layers'  # the scanned layout's entry: one EncoderBlock's variables stacked on a leading axis
+
+
+def encoder_blocks(x: jax.Array, key_valid: jax.Array, *, train: bool, num_layers: int, scan_layers: bool = False,
+                   remat: str = 'none', **block: object) -> jax.Array:
+  """x f32[B, T, D] through `num_layers` EncoderBlocks(**block), created in the calling module.
+
+  Unscanned (scan_layers False) they are EncoderBlock_0, EncoderBlock_1, ...; scanned, one nn.scan over
+  identical blocks whose variables are stacked on a leading axis (logical name 'layers') in the entry
+  SCANNED_BLOCKS, so the program holds one block whatever the depth (layers.stack_layers /
+  unstack_layers convert checkpoints between the two). remat names a layers.REMAT_POLICIES entry
+  applied to each block.
+  """
+  if not scan_layers:
+    block_cls = maybe_remat(EncoderBlock, remat, static_argnums=(3,))
+    for index in range(num_layers):
+      x = block_cls(**block, name=f'EncoderBlock_{index}')(x, key_valid, train)
+    return x
+  step = nn.scan(maybe_remat(_ScanStep, remat, static_argnums=(3,)),
+                 variable_axes={'params': 0, 'intermediates': 0}, split_rngs={'params': True, 'dropout': True},
+                 in_axes=(nn.broadcast, nn.broadcast), length=num_layers,
+                 metadata_params={nn.PARTITION_NAME: SCANNED_BLOCKS})
+  x, _ = step(**block, name=SCANNED_BLOCKS)(x, key_valid, train)
+  return x
 
 
 class TransformerEncoder(nn.Module):
@@ -101,6 +134,8 @@ class TransformerEncoder(nn.Module):
     directional: in every block, half the heads attend to the position and earlier ones, half to
       it and later ones (DiSAN's forward and backward masks; an order bias for small data).
     attention: the attention kernel, see zoo.kernels.attention ('auto' picks per backend).
+    scan_layers: the blocks as one nn.scan (compile time independent of depth; see encoder_blocks).
+    remat: rematerialisation policy per block (layers.REMAT_POLICIES: 'none', 'full', 'dots_saveable', ...).
   """
   vocab_size: int
   max_len: int = 512
@@ -116,6 +151,8 @@ class TransformerEncoder(nn.Module):
   pooling: str = 'mean'
   num_classes: int = 2
   attention: str = 'auto'
+  scan_layers: bool = False
+  remat: str = 'none'
 
   @nn.compact
   def __call__(self, tokens: jax.Array, *, train: bool) -> jax.Array:
@@ -140,10 +177,10 @@ class TransformerEncoder(nn.Module):
     x = Dropout(self.dropout_rate, deterministic=not train)(x)
     x = perturbation_point(self, 'embedding', x)
     real = tokens != self.pad_id
-    for _ in range(self.num_layers):
-      x = EncoderBlock(self.num_heads, self.d_ff, self.dropout_rate, self.causal, self.directional,
-                       self.attention)(x, real, train=train)
-    x = _layer_norm()(x)
+    x = encoder_blocks(x, real, train=train, num_layers=self.num_layers, scan_layers=self.scan_layers,
+                       remat=self.remat, num_heads=self.num_heads, d_ff=self.d_ff, dropout_rate=self.dropout_rate,
+                       causal=self.causal, directional=self.directional, attention=self.attention)
+    x = layer_norm()(x)
     if self.head == 'lm':
       return dense(self.vocab_size, ('embed', 'vocab'))(x)
     pooled = x[:, 0] if self.pooling == 'cls' else Pool(self.pooling)(x, real)
