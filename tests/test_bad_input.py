@@ -65,11 +65,11 @@ def _offline_empty_raw_dir(config, tmp_path, monkeypatch, files=()):
 # (config key, bad value, error type, words the message must hold)
 CONFIG_CASES = [
     ('data.name', 'mnits', ConfigError,
-     "Unknown dataset 'mnits'. zoo can prepare: binarized_mnist, fashion_mnist, glue/sst2, mnist"),
+     "Unknown dataset 'mnits'. zoo can prepare: binarized_mnist, fashion_mnist, glue/sst2"),
     ('data.train_split', 'validation', ConfigError, "no split ['validation']; it has ['test', 'train']"),
     ('data.batch_size', 0, ConfigError, 'config.data.batch_size=0; it must be a positive integer'),
     ('data.eval_batch_size', -5, ConfigError, 'config.data.eval_batch_size=-5; it must be a positive integer'),
-    ('model.name', 'resnet9000', ConfigError, "Unknown model 'resnet9000'; set config.model.name to one of: cnn"),
+    ('model.name', 'resnet9000', ConfigError, "Unknown model 'resnet9000'; set config.model.name to one of: "),
     ('model.widht', 3, ConfigError, 'no option widht (config.model.widht); its options are'),
     ('task.name', 'regression', ConfigError, "Unknown task 'regression'; set config.task.name"),
     ('task.smoothing', 0.1, ConfigError, 'no option smoothing (config.task.smoothing)'),

@@ -65,7 +65,8 @@ def test_label_names_are_saved_with_the_run_and_checked_on_resume(tmp_path):
   assert (tmp_path / 'run' / 'vocab.json').exists()
   before = tree_digest(tmp_path / 'run')
   write_tsv(folder, 'train', REVIEWS + [('so so', 'mixed')])
-  with pytest.raises(ConfigError, match=r'labels.json \(2 entries\) differs .*labels mixed, neg, pos.*new --workdir'):
+  with pytest.raises(ConfigError, match=r'labels.json \(2 labels\) differs from the label names built now '
+                                        r'\(3 labels: mixed, neg, pos\).*new --workdir'):
     build_pipeline(config, seed=0, workdir=tmp_path / 'run')
   assert tree_digest(tmp_path / 'run') == before
 

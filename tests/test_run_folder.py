@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
+import threading
+import time
 
 import pytest
 from test_train import tree_digest
@@ -73,3 +76,36 @@ def test_non_finite_metrics_are_written_as_null(tmp_path):
   row = json.loads(line, parse_constant=lambda name: pytest.fail(f'{name} in {line}'))
   assert row == {'step': 1, 'split': 'train', 'loss': None, 'accuracy': 0.5, 'grad_norm': None}
   assert not any(isinstance(v, float) and math.isnan(v) for v in read_metrics(tmp_path / 'metrics.jsonl')[0].values())
+
+
+def _failing_restore_leaving_a_read_in_flight():
+  """Like a restore that fails on one damaged file while another file's read goes on in a thread, which hands
+  its result back to the event loop as TensorStore does (call_soon_threadsafe)."""
+  async def restore():
+    loop = asyncio.get_running_loop()
+    read = loop.create_future()
+    threading.Timer(0.05, lambda: loop.call_soon_threadsafe(read.set_result, b'bytes')).start()
+    loop.create_task(_await(read))
+    await asyncio.sleep(0)
+    raise ValueError('damaged file')
+  return restore()
+
+
+async def _await(awaitable):
+  return await awaitable
+
+
+@pytest.mark.parametrize('fixed', [False, True])
+def test_a_failed_restore_leaves_nothing_to_call_into_a_closed_event_loop(fixed, monkeypatch):
+  from orbax.checkpoint._src import asyncio_utils
+
+  from zoo.train import checkpoint
+  assert asyncio_utils._run_sync_via_new_loop is checkpoint._run_sync_finishing_tasks
+  run_sync = checkpoint._run_sync_finishing_tasks if fixed else checkpoint._ORBAX_RUN_SYNC
+  thread_errors = []
+  monkeypatch.setattr(threading, 'excepthook', lambda args: thread_errors.append(args.exc_value))
+  with pytest.raises(ValueError, match='damaged file'):
+    run_sync(_failing_restore_leaving_a_read_in_flight())
+  time.sleep(0.3)  # the read finishes
+  closed = [e for e in thread_errors if 'Event loop is closed' in str(e)]
+  assert bool(closed) is not fixed  # Orbax's own version reproduces the traceback; zoo's ends it

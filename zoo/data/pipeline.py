@@ -405,7 +405,7 @@ def _text_sources(columns: dict[str, dict[str, np.ndarray]], config: ml_collecti
   texts = {split: [t.decode('utf-8') for t in cols['sentence' if classify else 'text']]
            for split, cols in columns.items()}
   vocab = Vocabulary.build(texts[config.train_split], level=config.token_level, max_size=config.vocab_size)
-  _keep_with_run(workdir, 'vocab.json', vocab.tokens, f'{len(vocab)} tokens',
+  _keep_with_run(workdir, 'vocab.json', vocab.tokens, 'vocabulary', 'tokens',
                  'config.data (vocab_size, token_level, train_split)')
   sources = {}
   for split in splits:
@@ -418,7 +418,8 @@ def _text_sources(columns: dict[str, dict[str, np.ndarray]], config: ml_collecti
   return sources, vocab
 
 
-def _keep_with_run(workdir: pathlib.Path | None, filename: str, value: list[str], describe: str, source: str) -> None:
+def _keep_with_run(workdir: pathlib.Path | None, filename: str, value: list[str], what: str, unit: str,
+                   source: str) -> None:
   """Saves `value` as workdir/filename (JSON) in a new run; in an existing run, refuses a different one."""
   if workdir is None:
     return
@@ -427,7 +428,8 @@ def _keep_with_run(workdir: pathlib.Path | None, filename: str, value: list[str]
     saved = json.loads(saved_path.read_text(encoding='utf-8'))
     if saved != value:
       raise ConfigError(
-          f'{saved_path} ({len(saved)} entries) differs from the one built now ({describe}) from {source}. '
+          f'{saved_path} ({len(saved)} {unit}) differs from the {what} built now ({len(value)} {unit}: '
+          f'{", ".join(value[:5])}{", ..." if len(value) > 5 else ""}) from {source}. '
           'Fix: use the data and config the run was made with, or a new --workdir.')
   elif jax.process_index() == 0:
     workdir.mkdir(parents=True, exist_ok=True)
@@ -488,7 +490,7 @@ def build_pipeline(config: ml_collections.ConfigDict, *, seed: int, raw_data_dir
     sources, vocab = _text_sources(columns, config, splits, workdir)
     largest_label = max(int(c['label'].max()) for c in columns.values()), largest_at
     if label_names is not None:
-      _keep_with_run(workdir, 'labels.json', label_names, f'labels {", ".join(label_names)}',
+      _keep_with_run(workdir, 'labels.json', label_names, 'label names', 'labels',
                      f'the labels of {config.train_split}.tsv')
   else:
     sources, vocab = _tfds_sources(config, splits, raw_data_dir, workdir)

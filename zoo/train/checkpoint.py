@@ -13,6 +13,7 @@ so the threads an async save starts take CPU only when the train step leaves som
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import datetime
 import json
@@ -31,12 +32,51 @@ import orbax.checkpoint as ocp
 from absl import logging
 from flax import serialization
 from orbax.checkpoint import checkpoint_managers
+from orbax.checkpoint._src import asyncio_utils
 
 from zoo.errors import CheckpointMismatchError
 
 # Config sections that decide the shapes and meaning of the saved state.
 STATE_DEFINING_SECTIONS = ('model', 'task')
 TMP_MARKER = '.orbax-checkpoint-tmp'
+
+
+def _run_sync_finishing_tasks(coro):
+  """Orbax's asyncio_utils._run_sync_via_new_loop, except that when `coro` raises, the tasks it started are
+  awaited before the loop closes.
+
+  Why: Orbax (0.12.8) closes the loop with them still pending. When a restore fails on a damaged file, the
+  sibling reads go on in TensorStore's threads and, finishing, call back into the closed loop: the sporadic
+  'RuntimeError: Event loop is closed' traceback after a checkpoint fallback. Waiting costs the rest of
+  those reads, as a successful restore would.
+  """
+  loop = asyncio.new_event_loop()
+  try:
+    asyncio.set_event_loop(loop)
+    try:
+      return loop.run_until_complete(coro)
+    except BaseException:
+      pending = _pending_tasks(loop)
+      if pending:
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+      raise
+  finally:
+    asyncio.set_event_loop(None)
+    loop.close()
+
+
+def _pending_tasks(loop: asyncio.AbstractEventLoop) -> list:
+  for _ in range(5):  # asyncio's task set is shared by threads: a concurrent change ends an iteration early
+    try:
+      return [task for task in asyncio.all_tasks(loop) if not task.done()]
+    except RuntimeError:
+      continue
+  return []
+
+
+_ORBAX_RUN_SYNC = getattr(asyncio_utils, '_run_sync_via_new_loop', None)
+if _ORBAX_RUN_SYNC is not None:
+  asyncio_utils._run_sync_via_new_loop = _run_sync_finishing_tasks
 
 
 class _KnownDamage(std_logging.Filter):
