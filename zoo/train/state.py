@@ -41,14 +41,22 @@ def create(model: nn.Module, tx: optax.GradientTransformation, example_input: ja
   Returns:
     (state, shardings), shardings being a TrainState of NamedShardings.
   """
-  def init_boxed():
-    init_rng, train_rng = jax.random.split(jax.random.PRNGKey(seed))
-    params_rng, dropout_rng = jax.random.split(init_rng)
-    variables = model.init({'params': params_rng, 'dropout': dropout_rng}, example_input, train=False)
-    params = variables.pop('params')
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                      model_state=dict(variables), rng=train_rng)
-
-  shardings = logical_shardings(jax.eval_shape(init_boxed), mesh, rules)
-  state = jax.jit(lambda: nn.meta.unbox(init_boxed()), out_shardings=shardings)()
+  init = lambda: init_boxed(model, tx, example_input, seed)
+  shardings = logical_shardings(jax.eval_shape(init), mesh, rules)
+  state = jax.jit(lambda: unbox(init()), out_shardings=shardings)()
   return state, shardings
+
+
+def init_boxed(model: nn.Module, tx: optax.GradientTransformation, example_input: jax.Array, seed: int) -> TrainState:
+  """The fresh state from `seed`, params still boxed with their logical axis names (trace it: jit or eval_shape)."""
+  init_rng, train_rng = jax.random.split(jax.random.PRNGKey(seed))
+  params_rng, dropout_rng = jax.random.split(init_rng)
+  variables = model.init({'params': params_rng, 'dropout': dropout_rng}, example_input, train=False)
+  params = variables.pop('params')
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                    model_state=dict(variables), rng=train_rng)
+
+
+def unbox(state: TrainState) -> TrainState:
+  """The state with plain arrays in place of logically-named boxes."""
+  return nn.meta.unbox(state)
