@@ -111,6 +111,7 @@ FRESH = {  # families and options no published model covers, with fresh weights 
     'transformer_mean_pooling': dict(name='transformer', vocab_size=20000, max_len=60, d_model=32, num_heads=4,
                                      num_layers=2, d_ff=64, dropout_rate=0.0, pooling='mean'),
     'mlp_batch_norm': dict(name='mlp', widths=(64, 32), batch_norm=True, num_classes=10),
+    'resnet': dict(name='resnet', stage_sizes=(2, 1, 1), widths=(8, 16, 16), num_classes=10),
 }
 
 
@@ -119,8 +120,8 @@ def test_twins_of_other_options_match_zoo_on_real_inputs(key):
   model = models.build(ml_collections.ConfigDict(FRESH[key]))
   fields = {f.name: getattr(model, f.name) for f in dataclasses.fields(model) if f.name not in ('parent', 'name')}
   model_config = ml_collections.ConfigDict({'name': FRESH[key]['name'], **fields})  # every option, defaults too
-  if model_config.name == 'mlp':
-    x = _idx_images('mnist', 64).astype(np.float32) / 255.0
+  if model_config.name in ('mlp', 'resnet'):
+    x = _idx_images('fashion_mnist', 64).astype(np.float32) / 255.0
   else:
     vocab = Vocabulary.build(_dev_sentences(872), level='word', max_size=20000)
     x = np.asarray([(vocab.encode(s, 'word') + [0] * 60)[:60] for s in _dev_sentences(32)], np.int32)
@@ -129,7 +130,9 @@ def test_twins_of_other_options_match_zoo_on_real_inputs(key):
   variables = jax.tree.map(np.asarray, dict(nn.meta.unbox(model.init(jax.random.PRNGKey(0), jnp.asarray(x),
                                                                     train=False))))
   if 'batch_stats' in variables:  # statistics other than the initial 0 / 1, so that eval-mode BatchNorm counts
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(0)  # and BatchNorm scales away from the zero init of each block's last one
+    variables['params'] = jax.tree_util.tree_map_with_path(
+        lambda path, v: v + 0.5 if 'BatchNorm' in jax.tree_util.keystr(path) else v, variables['params'])
     variables['batch_stats'] = jax.tree.map(lambda v: (v + rng.uniform(0.5, 1.5, v.shape)).astype(np.float32),
                                             variables['batch_stats'])
   input_shape = x.shape[1:]
