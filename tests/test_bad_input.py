@@ -184,6 +184,9 @@ FLAG_CASES = [
     (['--config=experiments/configs/no_such_config.py'], 'no_such_config.py'),
     (['--config.data.name=mnits'], "error: Unknown dataset 'mnits'"),
     (['--config.model.hidden=128'], 'of a different model/task: model.hidden: 256 -> 128'),
+    (['--config.data.tsv_dirr=reviews'], 'unknown config key \'tsv_dirr\' (did you mean "tsv_dir" instead of '
+                                         '"tsv_dirr"?) in a --config.* override'),
+    (['--config.data.name=tsv'], "error: config.data.name='tsv' needs --config.data.tsv_dir=DIR"),
 ]
 
 
