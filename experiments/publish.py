@@ -87,6 +87,20 @@ def recipe(workdir: pathlib.Path, config: ml_collections.ConfigDict, command: st
           'train_date': row['date'] if row else None}
 
 
+def recurrent_flops(model_config: ml_collections.ConfigDict, length: int) -> float:
+  """FLOPs of an LSTM/GRU stack over `length` steps (zoo.models.flops counts Dense and Conv layers only):
+  per step, layer and direction, the input and recurrent products, 2 * (D_in + H) * G * H."""
+  if model_config.name not in ('rnn_classifier', 'rnn_lm'):
+    return 0.0
+  gates = {'lstm': 4, 'gru': 3}[model_config.cell]
+  directions = 2 if model_config.get('bidirectional', False) else 1
+  hidden, total, width = model_config.hidden, 0.0, model_config.embed_dim
+  for _ in range(model_config.num_layers):
+    total += directions * 2.0 * length * (width + hidden) * gates * hidden
+    width = hidden * directions
+  return total
+
+
 def published_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The run's config as it is published: data read from the default places; a distilled student
   evaluates as the classifier it is (no teacher needed)."""
@@ -172,7 +186,7 @@ def publish(workdir: pathlib.Path, name: str, out: pathlib.Path) -> dict:
       'evaluated_on': {'split': splits[0], 'examples': 'all'},
       'run_final_test_row': final_row,
       'params': param_count,
-      'flops_per_example': forward_flops(model, spec),
+      'flops_per_example': forward_flops(model, spec) + recurrent_flops(config.model, int(example.shape[1])),
       'preprocessing': preprocessing,
       'recipe': recipe(workdir, run_config, _COMMAND.value),
       'license': DATA_LICENSES.get(config.data.name, 'see the dataset\'s own terms'),
