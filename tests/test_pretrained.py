@@ -13,12 +13,13 @@ import threading
 
 import numpy as np
 import pytest
+import safetensors.numpy
 from conftest import RAW_DATA_DIR
 from PIL import Image
 
 import zoo.pretrained
 from zoo.pretrained import WeightsError
-from zoo.train.weights import PUBLISHED_DIR
+from zoo.train.weights import PUBLISHED_DIR, file_record
 
 PUBLISHED = json.loads((PUBLISHED_DIR / 'manifest.json').read_text())['weights']
 
@@ -115,6 +116,17 @@ def test_newer_format_version_asks_for_a_newer_zoo(tmp_path):
   entry = _copy_of('mnist_cnn', tmp_path)
   (tmp_path / 'manifest.json').write_text(json.dumps({'format_version': 2, 'weights': {'mnist_cnn': entry}}))
   with pytest.raises(WeightsError, match='format version 2; this zoo reads up to version 1. Fix: upgrade zoo'):
+    zoo.pretrained.load(str(tmp_path))
+
+
+def test_weight_file_of_a_newer_format_version_asks_for_a_newer_zoo(tmp_path):
+  entry = _copy_of('mnist_cnn', tmp_path)
+  path = tmp_path / entry['files']['weights']['path']
+  arrays = safetensors.numpy.load(path.read_bytes())
+  path.write_bytes(safetensors.numpy.save(arrays, metadata={'format_version': '2'}))
+  entry['files']['weights'] = file_record(path)  # a consistent manifest, the file itself from a newer zoo
+  (tmp_path / 'manifest.json').write_text(json.dumps({'format_version': 1, 'weights': {'mnist_cnn': entry}}))
+  with pytest.raises(WeightsError, match='mnist_cnn.safetensors has format version 2.*Fix: upgrade zoo'):
     zoo.pretrained.load(str(tmp_path))
 
 
