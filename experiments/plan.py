@@ -61,8 +61,8 @@ def devices_for(topology: str) -> list:
     jax.config.update('jax_num_cpu_devices', int(match.group(1)))
     return jax.devices('cpu')
   if re.fullmatch(r'(h100|a100|gpu)(:\d+)?', topology):
-    raise ConfigError(f'--topology={topology}: deviceless GPU compilation needs the CUDA PJRT plugin with a target '
-                      'config, which jax 0.10.2 does not expose (docs/planning.md); use a TPU topology or cpu:N.')
+    raise ConfigError(f'--topology={topology}: deviceless GPU compilation is not supported here (it needs the CUDA '
+                      'PJRT plugin and an H100 target description; docs/planning.md); use a TPU topology or cpu:N.')
   if not re.fullmatch(r'(v4|v5p):\d+x\d+x\d+|(v5e|v6e):\d+x\d+', topology):
     raise ConfigError(f'--topology={topology!r} is not known; use {VALID}.')
   from jax.experimental import topologies
@@ -107,6 +107,8 @@ def describe(plan: planning.Plan) -> str:
           f'{plan.xla_estimated_mfu:.0%}' if plan.xla_estimated_step_s and plan.xla_estimated_mfu else
           '; no step-time estimate from XLA for this backend'),
   ]
+  if plan.compiler_message:  # the TPU compiler refused the program: no flops, collectives or timing
+    lines[2:] = [f'  the compiler: {plan.compiler_message}', f'  compile {plan.compile_s:.1f} s']
   return '\n'.join(lines)
 
 
@@ -114,6 +116,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
   config = _CONFIG.value
+  jax.config.update('jax_enable_compilation_cache', False)  # deviceless executables cannot be cached
   try:
     devices = devices_for(_TOPOLOGY.value)
     if _MESH.value:

@@ -44,6 +44,8 @@ _DTYPE_BYTES = {'pred': 1, 's8': 1, 'u8': 1, 'bf16': 2, 'f16': 2, 's16': 2, 'u16
 # Image shapes of datasets whose configs give no data.image_size.
 IMAGE_SHAPES = {'mnist': (28, 28, 1), 'fashion_mnist': (28, 28, 1), 'binarized_mnist': (28, 28, 1),
                 'cifar10': (32, 32, 3)}
+_OUT_OF_MEMORY = re.compile(r'RESOURCE_EXHAUSTED: .*?required for HLO temporaries \(([\d.]+)([KMGT]?)\)')
+_UNITS = {'': 1, 'K': 2 ** 10, 'M': 2 ** 20, 'G': 2 ** 30, 'T': 2 ** 40}
 _SHAPE = re.compile(r'\b(pred|[suf]\d+|bf16)\[([\d,]*)\]')
 
 
@@ -108,9 +110,15 @@ class Plan:
   xla_estimated_step_s: float | None
   xla_estimated_mfu: float | None
   xla_optimal_seconds: float | None  # cost_analysis()['optimal_seconds'] as XLA gives it (<= 0: no estimate)
+  compiler_message: str = ''  # the compiler's out-of-memory line when it refused the program
 
   def row(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
+
+
+def _batch_split(mesh) -> int:
+  """How many ways the batch is split: the product of the mesh's data and fsdp axes."""
+  return int(np.prod([mesh.shape[a] for a in ('data', 'fsdp') if a in mesh.axis_names]))
 
 
 def _sharded_bytes(abstract: Any, shardings: Any) -> int:
@@ -133,7 +141,7 @@ def plan(config: ml_collections.ConfigDict, devices: Sequence[jax.Device], topol
   model = models.build(config.model)
   task = tasks.build(config.task, model)
   batch = abstract_batch(config, task.input_key)
-  batch_devices = int(np.prod([mesh.shape[a] for a in ('data', 'fsdp') if a in mesh.axis_names]))
+  batch_devices = _batch_split(mesh)
   if (config.data.batch_size // microbatches) % batch_devices:
     raise ConfigError(f'A batch of {config.data.batch_size} in {microbatches} micro-batches does not split over the '
                       f'{batch_devices} devices of the data and fsdp axes; choose a mesh or batch size that divides.')
@@ -150,32 +158,47 @@ def plan(config: ml_collections.ConfigDict, devices: Sequence[jax.Device], topol
   strategy = strategies.build(strategy_name, mesh, shardings)
   train_step, _ = compile_steps(task, tx, schedule, strategy, config)
   started = time.perf_counter()
-  compiled = train_step.trace(abstract, batch).lower().compile()
+  lowered = train_step.trace(abstract, batch).lower()
+  params_bytes = _sharded_bytes(abstract.params, shardings.params)
+  state_bytes = _sharded_bytes(abstract, shardings)
+  kind = devices[0].device_kind
+  hbm, peak = CHIPS.get(kind, (None, None))
+  analytic = 3.0 * forward_flops(model, batch[task.input_key])
+  common = dict(topology=topology, chips=len(devices), device_kind=kind, mesh=dict(mesh.shape),
+                batch_size=config.data.batch_size, microbatches=microbatches, remat=config.model.get('remat'),
+                compute_dtype=config.get('compute_dtype', 'float32'), params_bytes=params_bytes,
+                optimizer_bytes=state_bytes - params_bytes, hbm_bytes=hbm, analytic_flops_per_step=analytic)
+  try:
+    compiled = lowered.compile()
+  except jax.errors.JaxRuntimeError as error:
+    needed = _OUT_OF_MEMORY.search(str(error))
+    if not needed:
+      raise
+    # The TPU compiler refuses a program that does not fit; its message gives the temporaries' size.
+    temp = int(float(needed.group(1)) * _UNITS[needed.group(2)])
+    batch_bytes = sum(np.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(batch)) // _batch_split(mesh)
+    return Plan(**common, argument_bytes=int(state_bytes + batch_bytes), output_bytes=state_bytes,
+                alias_bytes=state_bytes, temp_bytes=temp, total_bytes=int(state_bytes + batch_bytes + temp), fits=False,
+                xla_flops_per_chip=0.0, xla_flops_per_step=0.0, collectives={},
+                compile_s=time.perf_counter() - started, xla_estimated_step_s=None, xla_estimated_mfu=None,
+                xla_optimal_seconds=None, compiler_message=str(error).splitlines()[0][:300])
   compile_s = time.perf_counter() - started
 
   memory = compiled.memory_analysis()
   cost = compiled.cost_analysis() or {}
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  params_bytes = _sharded_bytes(abstract.params, shardings.params)
-  state_bytes = _sharded_bytes(abstract, shardings)
   total = (memory.argument_size_in_bytes + memory.output_size_in_bytes - memory.alias_size_in_bytes
            + memory.temp_size_in_bytes + memory.generated_code_size_in_bytes)
-  kind = devices[0].device_kind
-  hbm, peak = CHIPS.get(kind, (None, None))
   flops_chip = float(cost.get('flops', 0.0))
-  analytic = 3.0 * forward_flops(model, batch[task.input_key])
   raw_estimate = cost.get('optimal_seconds')
   estimate = float(raw_estimate) if raw_estimate and raw_estimate > 0 else None
   mfu = analytic / (len(devices) * peak * estimate) if estimate and peak else None
   return Plan(
-      topology=topology, chips=len(devices), device_kind=kind, mesh=dict(mesh.shape),
-      batch_size=config.data.batch_size, microbatches=microbatches, remat=config.model.get('remat'),
-      compute_dtype=config.get('compute_dtype', 'float32'), params_bytes=params_bytes,
-      optimizer_bytes=state_bytes - params_bytes, argument_bytes=memory.argument_size_in_bytes,
+      **common, argument_bytes=memory.argument_size_in_bytes,
       output_bytes=memory.output_size_in_bytes, alias_bytes=memory.alias_size_in_bytes,
-      temp_bytes=memory.temp_size_in_bytes, total_bytes=int(total), hbm_bytes=hbm,
+      temp_bytes=memory.temp_size_in_bytes, total_bytes=int(total),
       fits=None if hbm is None else bool(total <= hbm), xla_flops_per_chip=flops_chip,
-      xla_flops_per_step=flops_chip * len(devices), analytic_flops_per_step=analytic,
+      xla_flops_per_step=flops_chip * len(devices),
       collectives=collectives(compiled.as_text()), compile_s=compile_s, xla_estimated_step_s=estimate,
       xla_estimated_mfu=mfu, xla_optimal_seconds=None if raw_estimate is None else float(raw_estimate))
 
