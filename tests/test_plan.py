@@ -63,7 +63,8 @@ def test_a_batch_too_large_does_not_fit_with_its_figures():
                     '--config.data.batch_size=1048576')
   assert result.returncode == 0, result.stderr[-2000:]
   assert 'does not fit' in result.stdout and 'of 16.00 GiB HBM' in result.stdout
-  assert 'activations/temporaries' in result.stdout and 'flops per step' in result.stdout
+  assert 'activations/temporaries 44.30 GiB' in result.stdout and 'params 1.05 GiB' in result.stdout
+  assert 'the compiler: RESOURCE_EXHAUSTED' in result.stdout
 
 
 def test_cpu_devices_and_one_line_errors():
