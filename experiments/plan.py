@@ -33,7 +33,8 @@ VALID = ('cpu:N (N fake CPU devices), a TPU topology GEN:AxB[xC] with GEN v4, v5
          f'at least 2x2), or a slice name: {", ".join(TPU_ALIASES)}')
 
 if not platforms.has_accelerator_files():
-  os.environ.setdefault('ALLOW_MULTIPLE_LIBTPU_LOAD', '1')  # deviceless compiles touch no chip; others may hold the lock
+  # Deviceless compiles touch no chip, and other processes may hold libtpu's lock file.
+  os.environ.setdefault('ALLOW_MULTIPLE_LIBTPU_LOAD', '1')
 
 import jax  # noqa: E402
 from absl import app, flags  # noqa: E402
@@ -47,7 +48,8 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'A shipped config\'s n
                                           lock_config=False)
 _TOPOLOGY = flags.DEFINE_string('topology', 'v5e:2x2', f'Devices to compile for: {VALID}.')
 _MESH = flags.DEFINE_string('mesh', None, 'Mesh axes, e.g. data:4,fsdp:2,tensor:2 (default: the config\'s).')
-_SEARCH = flags.DEFINE_bool('search', False, 'Try mesh splits x remat policies x micro-batch counts; rank those that fit.')
+_SEARCH = flags.DEFINE_bool('search', False,
+                            'Try mesh splits x remat policies x micro-batch counts; rank those that fit.')
 _REMATS = flags.DEFINE_list('remats', ['none', 'full'], 'Remat policies --search tries (models with a remat option).')
 _MICROBATCHES = flags.DEFINE_list('microbatches', ['1', '4'], 'Micro-batch counts --search tries.')
 _OUTPUT = flags.DEFINE_string('output', None, 'Append each plan as a JSON line to this file.')
@@ -91,7 +93,8 @@ def parse_mesh(text: str, chips: int) -> dict[str, int]:
 
 def describe(plan: planning.Plan) -> str:
   gib = lambda n: f'{n / planning.GIB:.2f} GiB'
-  hbm = f'of {gib(plan.hbm_bytes)} HBM: {"fits" if plan.fits else "does not fit"}' if plan.hbm_bytes else '(HBM unknown)'
+  fit = 'fits' if plan.fits else 'does not fit'
+  hbm = f'of {gib(plan.hbm_bytes)} HBM: {fit}' if plan.hbm_bytes else '(HBM unknown)'
   ratio = plan.xla_flops_per_step / plan.analytic_flops_per_step if plan.analytic_flops_per_step else float('nan')
   lines = [
       f'{plan.topology}: {plan.chips} x {plan.device_kind}, mesh {plan.mesh}, batch {plan.batch_size} in '
@@ -123,7 +126,8 @@ def main(argv):
       config.mesh.axes = parse_mesh(_MESH.value, len(devices))
     if _SEARCH.value:
       plans = planning.search(config, devices, _TOPOLOGY.value, remats=_REMATS.value,
-                              microbatches=[int(m) for m in _MICROBATCHES.value], log=lambda text: print(text, flush=True))
+                              microbatches=[int(m) for m in _MICROBATCHES.value],
+                              log=lambda text: print(text, flush=True))
       print(f'{len(plans)} layouts fit; best first:' if plans else 'No layout tried fits.')
     else:
       plans = [planning.plan(config, devices, _TOPOLOGY.value)]
@@ -133,11 +137,11 @@ def main(argv):
     print(describe(plan))
     if _OUTPUT.value:
       with open(_OUTPUT.value, 'a') as f:
-        f.write(json.dumps({'config': flags.FLAGS['config'].present and sys.argv and _config_name(), **plan.row()})
-                + '\n')
+        f.write(json.dumps({'config': _config_name(), **plan.row()}) + '\n')
 
 
 def _config_name() -> str:
+  """The --config value as given."""
   return next((arg.split('=', 1)[1] for arg in sys.argv if arg.startswith('--config=')), '')
 
 

@@ -20,8 +20,8 @@ import numpy as np
 from absl import app, flags
 
 from zoo import models, tasks
-from zoo.parallel import make_mesh, strategies
 from zoo.models.flops import forward_flops
+from zoo.parallel import make_mesh, strategies
 from zoo.train import optim, planning
 from zoo.train import state as state_lib
 from zoo.train.step import compile_steps

@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO, load_config
 
 os.environ.setdefault('ALLOW_MULTIPLE_LIBTPU_LOAD', '1')  # other test processes may hold libtpu's lock file

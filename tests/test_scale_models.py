@@ -12,8 +12,8 @@ import ml_collections
 import numpy as np
 import optax
 import pytest
-
 from conftest import RAW_DATA_DIR
+
 from zoo import models
 from zoo.models.flops import forward_flops
 from zoo.models.layers import stack_layers, unstack_layers

@@ -135,7 +135,8 @@ def plan(config: ml_collections.ConfigDict, devices: Sequence[jax.Device], topol
   mesh = make_mesh(config.mesh, devices)
   strategy_name = config.mesh.get('strategy', 'jit')
   if strategy_name != 'jit':
-    raise ConfigError(f'The planner compiles the jit strategy; config.mesh.strategy={strategy_name!r}: set it to "jit".')
+    raise ConfigError(f'The planner compiles the jit strategy; config.mesh.strategy={strategy_name!r}: '
+                      'set it to "jit".')
   strategies.check(strategy_name, mesh)
   microbatches, compute_dtype = step_options(config)
   model = models.build(config.model)
@@ -204,7 +205,7 @@ def plan(config: ml_collections.ConfigDict, devices: Sequence[jax.Device], topol
 
 
 def mesh_splits(chips: int, tensor_max: int = 8) -> list[dict[str, int]]:
-  """Mesh axes {'data', 'fsdp', 'tensor'} whose sizes multiply to `chips` (powers of two first), tensor <= tensor_max."""
+  """Mesh axes {'data', 'fsdp', 'tensor'} whose sizes multiply to `chips`, tensor <= tensor_max."""
   splits = []
   for tensor in [t for t in range(1, min(chips, tensor_max) + 1) if chips % t == 0]:
     rest = chips // tensor
