@@ -69,7 +69,9 @@ def devices_for(topology: str) -> list:
     raise ConfigError(f'--topology={topology!r} is not known; use {VALID}.')
   from jax.experimental import topologies
   try:
-    return list(topologies.get_topology_desc(platform='tpu', topology_name=topology).devices)
+    # v4 and v5p chips hold two TensorCores; as one device each ('megacore'), as jax.make_mesh needs.
+    extra = {'chip_config_name': 'megacore'} if topology.startswith(('v4', 'v5p')) else {}
+    return list(topologies.get_topology_desc(platform='tpu', topology_name=topology, **extra).devices)
   except (RuntimeError, ValueError) as error:
     raise ConfigError(f'--topology={topology!r}: {str(error).splitlines()[0]}; use {VALID}.') from error
 
