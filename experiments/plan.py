@@ -109,7 +109,9 @@ def describe(plan: planning.Plan) -> str:
           f'{op} x{v["count"]} {v["bytes"] / 2**20:.1f} MiB' for op, v in plan.collectives.items()) or 'none'),
       f'  compile {plan.compile_s:.1f} s' + (
           f'; XLA\'s estimate: {plan.xla_estimated_step_s * 1e3:.1f} ms per step, MFU '
-          f'{plan.xla_estimated_mfu:.0%}' if plan.xla_estimated_step_s and plan.xla_estimated_mfu else
+          f'{plan.xla_estimated_mfu:.0%}' + (' (over 100%: XLA counts a loop body once, see docs/planning.md)'
+                                              if plan.xla_estimated_mfu > 1 else '')
+          if plan.xla_estimated_step_s and plan.xla_estimated_mfu else
           '; no step-time estimate from XLA for this backend'),
   ]
   if plan.compiler_message:  # the TPU compiler refused the program: no flops, collectives or timing
