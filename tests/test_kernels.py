@@ -117,20 +117,20 @@ def test_auto_picks_fused_on_cpu_and_unknown_names_fail():
 def _attention_inputs(dtype, batch=2, length=32, heads=2, head_dim=16, seed=1):
   keys = jax.random.split(jax.random.key(seed), 3)
   q, k, v = (jax.random.normal(key, (batch, length, heads, head_dim)).astype(dtype) for key in keys)
-  key_valid = jnp.arange(length)[None, :] < jnp.array([length, length // 2 + 3])[:, None]
-  return q, k, v, key_valid
+  valid = jnp.arange(length)[None, :] < jnp.array([length, length // 2 + 3])[:, None]
+  return q, k, v, valid
 
 
 MASKS = {'padding': {}, 'causal': dict(causal=True), 'directional': dict(directional=True)}
 
 
-def _attention_loss_and_grads(implementation, q, k, v, key_valid, mask):
+def _attention_loss_and_grads(implementation, q, k, v, valid, mask):
   """Loss over real query positions only (outputs at padded queries are unspecified)."""
   def loss(q, k, v):
     from zoo.kernels.attention import dot_product_attention  # pylint: disable=import-outside-toplevel
-    out = dot_product_attention(q, k, v, key_valid, **MASKS[mask], implementation=implementation)
+    out = dot_product_attention(q, k, v, valid, **MASKS[mask], implementation=implementation)
     weights = jnp.cos(jnp.arange(out.size, dtype=jnp.float32).reshape(out.shape))
-    return (out.astype(jnp.float32) * weights * key_valid[:, :, None, None]).sum()
+    return (out.astype(jnp.float32) * weights * valid[:, :, None, None]).sum()
   return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))(q, k, v)
 
 
@@ -148,14 +148,14 @@ def test_pallas_attention_matches_xla_reference(mask, dtype, tolerance):
 
 
 def test_directional_heads_see_their_own_side_only():
-  q, k, v, key_valid = _attention_inputs(jnp.float32, length=8, heads=4)
+  q, k, v, valid = _attention_inputs(jnp.float32, length=8, heads=4)
   from zoo.kernels.attention import dot_product_attention  # pylint: disable=import-outside-toplevel
-  attend = lambda values: dot_product_attention(q, k, values, key_valid, directional=True, implementation='xla')
+  attend = lambda values: dot_product_attention(q, k, values, valid, directional=True, implementation='xla')
   changed = np.abs(attend(v.at[:, 5].add(1.0)) - attend(v)).max(-1) > 0  # [B, T, H]: reached by step 5's value
   steps = np.arange(8)[:, None]
   forward, backward = np.broadcast_to(steps >= 5, (8, 2)), np.broadcast_to(steps <= 5, (8, 2))
   np.testing.assert_array_equal(changed[0], np.concatenate([forward, backward], axis=1))
-  # The second row's real keys end at step 6 (key_valid); the output at its padded query 7 is unspecified.
+  # The second row's real keys end at step 6 (valid); the output at its padded query 7 is unspecified.
   np.testing.assert_array_equal(changed[1, :7], np.concatenate([forward, backward], axis=1)[:7])
 
 
@@ -179,11 +179,11 @@ def test_directional_attention_needs_an_even_head_count_and_no_causal_mask():
 
 
 def test_xla_reference_agrees_with_jax_nn_attention():
-  q, k, v, key_valid = _attention_inputs(jnp.float32)
+  q, k, v, valid = _attention_inputs(jnp.float32)
   from zoo.kernels.attention import xla_attention  # pylint: disable=import-outside-toplevel
-  mask = key_valid[:, None, None, :] & jnp.tril(jnp.ones((32, 32), bool))[None, None]
+  mask = valid[:, None, None, :] & jnp.tril(jnp.ones((32, 32), bool))[None, None]
   want = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation='xla')
-  np.testing.assert_allclose(xla_attention(q, k, v, key_valid, causal=True), want, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(xla_attention(q, k, v, valid, causal=True), want, rtol=1e-5, atol=1e-5)
 
 
 def test_attention_dispatch_says_what_it_picks_and_why():

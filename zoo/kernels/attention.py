@@ -12,7 +12,7 @@
            'pallas' is never picked automatically: on an H100 the Triton kernel is 1.4-3.7x and
            FA3 1.1-1.5x slower than cuDNN (benchmarks/README.md), and the f32 path uses TF32.
 
-Masks: `key_valid` marks real (non-padding) keys; `causal` lets query i see keys <= i;
+Masks: `valid` marks real (non-padding) keys; `causal` lets query i see keys <= i;
 `directional` splits the heads in two halves (DiSAN's forward and backward masks, Shen et
 al. 2018): the first half sees keys <= i, the second keys >= i. The 'xla' reference masks
 per head; the other kernels run the second half causally over each sequence's real steps
@@ -34,25 +34,25 @@ IMPLEMENTATIONS = ('xla', 'cudnn', 'pallas', 'auto')
 HALF_DTYPES = (jnp.bfloat16, jnp.float16)
 
 
-def attention_weights(query, key, key_valid=None, causal=False, directional=False):
+def attention_weights(query, key, valid=None, causal=False, directional=False):
   """softmax(q k^T / sqrt(d), masked) in f32: query [B, Tq, H, D], key [B, Tk, H, D] -> f32[B, H, Tq, Tk]."""
   scale = query.shape[-1] ** -0.5
   logits = jnp.einsum('bqhd,bkhd->bhqk', query * scale, key).astype(jnp.float32)
-  mask = _mask(key_valid, causal, directional, query.shape[1], key.shape[1], query.shape[2])
+  mask = _mask(valid, causal, directional, query.shape[1], key.shape[1], query.shape[2])
   if mask is not None:
     logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
   return jax.nn.softmax(logits, axis=-1)
 
 
-def xla_attention(query, key, value, key_valid=None, causal=False, directional=False):
-  """The reference. query: [B, Tq, H, D], key/value: [B, Tk, H, D], key_valid: bool[B, Tk] -> [B, Tq, H, D]."""
-  weights = attention_weights(query, key, key_valid, causal, directional).astype(value.dtype)
+def xla_attention(query, key, value, valid=None, causal=False, directional=False):
+  """The reference. query: [B, Tq, H, D], key/value: [B, Tk, H, D], valid: bool[B, Tk] -> [B, Tq, H, D]."""
+  weights = attention_weights(query, key, valid, causal, directional).astype(value.dtype)
   return jnp.einsum('bhqk,bkhd->bqhd', weights, value)
 
 
-def _mask(key_valid, causal, directional, q_len, k_len, num_heads):
+def _mask(valid, causal, directional, q_len, k_len, num_heads):
   """bool[B or 1, H or 1, Tq, Tk] or None."""
-  mask = None if key_valid is None else key_valid[:, None, None, :]
+  mask = None if valid is None else valid[:, None, None, :]
   if causal or directional:
     ones = jnp.ones((q_len, k_len), bool)
     lower = jnp.tril(ones)
@@ -64,30 +64,30 @@ def _mask(key_valid, causal, directional, q_len, k_len, num_heads):
   return mask
 
 
-def reverse_real_steps(x: jax.Array, key_valid: jax.Array | None) -> jax.Array:
-  """x [B, T, ...] with each row's real steps (a prefix: key_valid bool[B, T]) in reverse order, padding in place.
+def reverse_real_steps(x: jax.Array, valid: jax.Array | None) -> jax.Array:
+  """x [B, T, ...] with each row's real steps (a prefix: valid bool[B, T]) in reverse order, padding in place.
 
-  Its own inverse. None for key_valid: every step is real.
+  Its own inverse. None for valid: every step is real.
   """
   steps = jnp.arange(x.shape[1])
-  length = x.shape[1] if key_valid is None else key_valid.sum(1, keepdims=True)
+  length = x.shape[1] if valid is None else valid.sum(1, keepdims=True)
   order = jnp.broadcast_to(jnp.where(steps < length, length - 1 - steps, steps), x.shape[:2])
   return jnp.take_along_axis(x, order.reshape(order.shape + (1,) * (x.ndim - 2)), axis=1)
 
 
-def directional_by_reversal(kernel, query, key, value, key_valid=None):
+def directional_by_reversal(kernel, query, key, value, valid=None):
   """Directional heads from a causal kernel: the second half of the heads over the real steps reversed."""
   half = query.shape[2] // 2
-  forward = kernel(query[:, :, :half], key[:, :, :half], value[:, :, :half], key_valid, True)
-  backward = kernel(*(reverse_real_steps(x[:, :, half:], key_valid) for x in (query, key, value)), key_valid, True)
-  return jnp.concatenate([forward, reverse_real_steps(backward, key_valid)], axis=2)
+  forward = kernel(query[:, :, :half], key[:, :, :half], value[:, :, :half], valid, True)
+  backward = kernel(*(reverse_real_steps(x[:, :, half:], valid) for x in (query, key, value)), valid, True)
+  return jnp.concatenate([forward, reverse_real_steps(backward, valid)], axis=2)
 
 
-def cudnn_attention(query, key, value, key_valid=None, causal=False):
+def cudnn_attention(query, key, value, valid=None, causal=False):
   """cuDNN flash attention through jax.nn.dot_product_attention (GPU, f16/bf16)."""
   mask = None
-  if key_valid is not None:  # cuDNN takes the mask only at its full [B, 1, Tq, Tk] shape
-    mask = jnp.broadcast_to(key_valid[:, None, None, :], (key.shape[0], 1, query.shape[1], key.shape[1]))
+  if valid is not None:  # cuDNN takes the mask only at its full [B, 1, Tq, Tk] shape
+    mask = jnp.broadcast_to(valid[:, None, None, :], (key.shape[0], 1, query.shape[1], key.shape[1]))
   return jax.nn.dot_product_attention(query, key, value, mask=mask, is_causal=causal, implementation='cudnn')
 
 
@@ -101,14 +101,14 @@ HOPPER_TUNING = {
 }
 
 
-def hopper_unsupported(query, key_valid=None, causal=False) -> str | None:
+def hopper_unsupported(query, valid=None, causal=False) -> str | None:
   """Why the Mosaic GPU (Hopper) kernel cannot take this call, or None when it can."""
   device = jax.devices()[0]
   if jax.default_backend() != 'gpu' or not str(getattr(device, 'compute_capability', '')).startswith('9'):
     return 'not a Hopper GPU'
   if query.dtype != jnp.float16:
     return f'{query.dtype} (the kernel\'s backward pass takes float16 only, as of jax 0.11)'
-  if key_valid is not None or causal:
+  if valid is not None or causal:
     return 'masks (the kernel has no padding mask and no causal backward pass)'
   tuning = HOPPER_TUNING.get(query.shape[-1])
   if tuning is None:
@@ -126,20 +126,20 @@ def hopper_attention(query, key, value):
   return attention_mgpu.attention(query * jnp.asarray(query.shape[-1] ** -0.5, query.dtype), key, value, config)
 
 
-def pallas_attention(query, key, value, key_valid=None, causal=False):
+def pallas_attention(query, key, value, valid=None, causal=False):
   """JAX's Pallas flash attention for GPUs: FA3 on Hopper where it fits, else Triton with padding as segment ids."""
   from jax.experimental.pallas.ops.gpu import attention  # pylint: disable=import-outside-toplevel
-  if hopper_unsupported(query, key_valid, causal) is None:
+  if hopper_unsupported(query, valid, causal) is None:
     return hopper_attention(query, key, value)
   reason = pallas_unsupported(query)
   if reason is not None:
     raise ValueError(f'Pallas attention cannot take this input: {reason}; use implementation "xla" or "auto".')
-  segment_ids = None if key_valid is None else key_valid.astype(jnp.int32)
+  segment_ids = None if valid is None else valid.astype(jnp.int32)
   return attention.mha(query, key, value, segment_ids, sm_scale=query.shape[-1] ** -0.5, causal=causal,
                        interpret=jax.default_backend() != 'gpu')
 
 
-FUSED_KERNELS = {'cudnn': cudnn_attention, 'pallas': pallas_attention}  # (q, k, v, key_valid, causal)
+FUSED_KERNELS = {'cudnn': cudnn_attention, 'pallas': pallas_attention}  # (q, k, v, valid, causal)
 
 
 def pallas_unsupported(query) -> str | None:
@@ -170,14 +170,14 @@ def _log_choice(chosen: str, reason: str) -> None:
   logging.info('attention implementation auto -> %s (%s)', chosen, reason)
 
 
-def dot_product_attention(query: jax.Array, key: jax.Array, value: jax.Array, key_valid: jax.Array | None = None,
+def dot_product_attention(query: jax.Array, key: jax.Array, value: jax.Array, valid: jax.Array | None = None,
                           *, causal: bool = False, directional: bool = False,
                           implementation: str = 'auto') -> jax.Array:
   """softmax(q k^T / sqrt(d), masked) v per head, by the chosen kernel.
 
   Args:
     query: f32/bf16[B, Tq, H, D]. key, value: [B, Tk, H, D].
-    key_valid: bool[B, Tk], False at padding keys (None: all real); with `directional`
+    valid: bool[B, Tk], False at padding keys (None: all real); with `directional`
       and a kernel other than 'xla', the padding must come after the real keys.
     causal: query i attends to keys 0..i only.
     directional: heads [:H/2] attend to keys 0..i, heads [H/2:] to keys i.. (self-attention, H even).
@@ -196,8 +196,8 @@ def dot_product_attention(query: jax.Array, key: jax.Array, value: jax.Array, ke
     implementation, reason = choose(query)
     _log_choice(implementation, reason)
   if implementation == 'xla':
-    return xla_attention(query, key, value, key_valid, causal, directional)
+    return xla_attention(query, key, value, valid, causal, directional)
   kernel = FUSED_KERNELS[implementation]
   if directional:
-    return directional_by_reversal(kernel, query, key, value, key_valid)
-  return kernel(query, key, value, key_valid, causal)
+    return directional_by_reversal(kernel, query, key, value, valid)
+  return kernel(query, key, value, valid, causal)

@@ -44,11 +44,13 @@ class RecurrentLayer(nn.Module):
   implementation: str = 'auto'
 
   @nn.compact
-  def __call__(self, x: jax.Array, lengths: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """x: f32[B, T, D], lengths: i32[B] -> (outputs f32[B, T, H] (0 at pads), last state f32[B, H])."""
+  def __call__(self, x: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """x: f32[B, T, D], valid: bool[B, T] (False at padding, after the real steps) ->
+    (outputs f32[B, T, H] (0 at pads), last state f32[B, H])."""
     if self.cell not in GATES:
       raise ValueError(f'Unknown cell {self.cell!r}; use one of: {", ".join(GATES)}.')
     gates, hidden = GATES[self.cell], self.hidden
+    lengths = valid.sum(-1)
     if self.reverse:
       x = reverse_within_length(x, lengths)
     input_kernel, input_bias = DenseParams(gates * hidden, ('embed', 'mlp'), name='input')(x.shape[-1])
@@ -57,8 +59,8 @@ class RecurrentLayer(nn.Module):
         (hidden, gates * hidden))
     recurrent_bias = self.param(
         'recurrent_bias', nn.with_logical_partitioning(nn.initializers.zeros_init(), ('mlp',)), (gates * hidden,))
-    valid = (jnp.arange(x.shape[1])[:, None] < lengths[None, :])[..., None]  # [T, B, 1]
-    outputs, state = recurrent_layer(self.cell, x.swapaxes(0, 1), valid, input_kernel, input_bias,
+    time_major_valid = (jnp.arange(x.shape[1])[:, None] < lengths[None, :])[..., None]  # [T, B, 1]
+    outputs, state = recurrent_layer(self.cell, x.swapaxes(0, 1), time_major_valid, input_kernel, input_bias,
                                      recurrent_kernel, recurrent_bias, implementation=self.implementation)
     outputs = outputs.swapaxes(0, 1)
     if self.reverse:
@@ -76,16 +78,16 @@ class RNNEncoder(nn.Module):
   implementation: str = 'auto'
 
   @nn.compact
-  def __call__(self, x: jax.Array, lengths: jax.Array, *, train: bool) -> tuple[jax.Array, jax.Array]:
-    """x: f32[B, T, D] -> (outputs f32[B, T, H*dirs], last states f32[B, H*dirs])."""
+  def __call__(self, x: jax.Array, valid: jax.Array, *, train: bool) -> tuple[jax.Array, jax.Array]:
+    """x: f32[B, T, D], valid: bool[B, T] -> (outputs f32[B, T, H*dirs], last states f32[B, H*dirs])."""
     for layer in range(self.num_layers):
       if layer:
         x = Dropout(self.dropout_rate, deterministic=not train)(x)
-      directions = [RecurrentLayer(self.hidden, self.cell, implementation=self.implementation,
-                                    name=f'layer{layer}_forward')(x, lengths)]
+      directions = [RecurrentLayer(hidden=self.hidden, cell=self.cell, implementation=self.implementation,
+                                   name=f'layer{layer}_forward')(x, valid)]
       if self.bidirectional:
-        directions.append(RecurrentLayer(self.hidden, self.cell, reverse=True, implementation=self.implementation,
-                                         name=f'layer{layer}_backward')(x, lengths))
+        directions.append(RecurrentLayer(hidden=self.hidden, cell=self.cell, reverse=True,
+                                         implementation=self.implementation, name=f'layer{layer}_backward')(x, valid))
       x = jnp.concatenate([out for out, _ in directions], axis=-1)
       last = jnp.concatenate([state for _, state in directions], axis=-1)
     return x, last
@@ -124,12 +126,13 @@ class RNNClassifier(nn.Module):
       raise ValueError(f'RNNClassifier takes tokens i32[batch, length]; got shape {tokens.shape}.')
     if self.pooling not in ('last',) + POOLINGS:
       raise ValueError(f"pooling={self.pooling!r}: use 'last', {', '.join(map(repr, POOLINGS))}.")
-    real = tokens != self.pad_id
+    valid = tokens != self.pad_id
     x = Dropout(self.dropout_rate, deterministic=not train)(_embed(self.vocab_size, self.embed_dim)(tokens))
     x = perturbation_point(self, 'embedding', x)
-    outputs, last = RNNEncoder(self.hidden, self.num_layers, self.cell, self.bidirectional,
-                               self.dropout_rate, self.implementation)(x, real.sum(-1), train=train)
-    pooled = last if self.pooling == 'last' else Pool(self.pooling)(outputs, real)
+    outputs, last = RNNEncoder(hidden=self.hidden, num_layers=self.num_layers, cell=self.cell,
+                               bidirectional=self.bidirectional, dropout_rate=self.dropout_rate,
+                               implementation=self.implementation)(x, valid, train=train)
+    pooled = last if self.pooling == 'last' else Pool(self.pooling)(outputs, valid)
     pooled = Dropout(self.dropout_rate, deterministic=not train)(pooled)
     return dense(self.num_classes, ('mlp', 'classes'))(pooled)
 
@@ -152,9 +155,9 @@ class RNNLanguageModel(nn.Module):
     """tokens: i32[B, T] -> logits f32[B, T, vocab_size]."""
     if tokens.ndim != 2:
       raise ValueError(f'RNNLanguageModel takes tokens i32[batch, length]; got shape {tokens.shape}.')
-    lengths = jnp.full(tokens.shape[:1], tokens.shape[1])
+    valid = jnp.ones(tokens.shape, bool)
     x = Dropout(self.dropout_rate, deterministic=not train)(_embed(self.vocab_size, self.embed_dim)(tokens))
-    outputs, _ = RNNEncoder(self.hidden, self.num_layers, self.cell, False, self.dropout_rate,
-                            self.implementation)(x, lengths, train=train)
+    outputs, _ = RNNEncoder(hidden=self.hidden, num_layers=self.num_layers, cell=self.cell,
+                            dropout_rate=self.dropout_rate, implementation=self.implementation)(x, valid, train=train)
     outputs = Dropout(self.dropout_rate, deterministic=not train)(outputs)
     return dense(self.vocab_size, ('mlp', 'vocab'))(outputs)
