@@ -11,6 +11,7 @@ train: $(STAMP)
 	$(PY) experiments/train.py --config=experiments/configs/mnist_cnn.py --workdir=runs/mnist_cnn
 
 test: $(STAMP)
+	$(PY) -m ruff check .
 	$(PY) -m pytest -n 2 --dist loadgroup
 
 $(STAMP): requirements.txt requirements-test.txt setup.cfg pyproject.toml

@@ -224,12 +224,15 @@ def transformer_flops(d_model, layers, d_ff, length, batch, vocab, classes) -> f
 def transformer_benchmarks() -> None:
   """The zoo Transformer's train step (zoo.train.step.train_step, AdamW) on random tokens, f32 vs bf16 compute."""
   import functools  # pylint: disable=import-outside-toplevel
+
   import ml_collections  # pylint: disable=import-outside-toplevel
   import optax  # pylint: disable=import-outside-toplevel
+
   from zoo import benchmarking, models  # pylint: disable=import-outside-toplevel
   from zoo.parallel import mesh as mesh_lib  # pylint: disable=import-outside-toplevel
   from zoo.tasks.classification import Classification  # pylint: disable=import-outside-toplevel
-  from zoo.train import state as state_lib, step as step_lib  # pylint: disable=import-outside-toplevel
+  from zoo.train import state as state_lib  # pylint: disable=import-outside-toplevel
+  from zoo.train import step as step_lib
   vocab, classes = 32000, 2
   mesh = mesh_lib.make_mesh(ml_collections.ConfigDict(dict(axes={'data': -1, 'fsdp': 1, 'tensor': 1})))
   sizes = [size for size in TRANSFORMER_SIZES if size[0] in _TRANSFORMER_SIZES.value]

@@ -70,6 +70,7 @@ def test_benchmark_tool_reports_and_reproduces_its_fingerprint(tfds_dir, tmp_pat
   import json  # pylint: disable=import-outside-toplevel
   import subprocess  # pylint: disable=import-outside-toplevel
   import sys  # pylint: disable=import-outside-toplevel
+
   from conftest import RAW_DATA_DIR, REPO  # pylint: disable=import-outside-toplevel
   history = tmp_path / 'history.jsonl'
   command = [sys.executable, str(REPO / 'experiments' / 'benchmark.py'),

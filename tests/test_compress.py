@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from zoo import compress
-from zoo.train.compression import markdown, prune_and_evaluate
 from zoo.compress.pruning import PruningState
 from zoo.errors import ConfigError
+from zoo.train.compression import markdown, prune_and_evaluate
 from zoo.train.loop import build_experiment
 from zoo.train.step import compile_steps
 

@@ -10,13 +10,12 @@ import threading
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from conftest import RAW_DATA_DIR
 from tensorflow_datasets.core.download import downloader
 
 from zoo.data import DataUnavailableError, build_pipeline, prepare
 from zoo.data.builders import read_idx
 from zoo.data.pipeline import ArraySource, Pipeline
-
-from conftest import RAW_DATA_DIR
 
 
 def test_prepared_mnist_matches_raw_files(tfds_dir):
@@ -213,7 +212,8 @@ def test_other_datasets_prepare_offline_with_tfds_splits(tfds_dir, no_default_ra
   test_images = ArraySource.load(binarized.as_data_source('test')).columns['image']
   raw = scipy.io.loadmat(RAW_DATA_DIR / 'binarized_mnist' / 'binarized_mnist_test.mat')['X'].reshape(-1, 28, 28, 1)
   assert test_images.shape == (10000, 28, 28, 1) and set(np.unique(test_images)) == {0, 1}
-  assert sorted(map(bytes, test_images.reshape(10000, -1))) == sorted(map(bytes, raw.astype(np.uint8).reshape(10000, -1)))
+  as_rows = lambda images: sorted(map(bytes, images.astype(np.uint8).reshape(10000, -1)))
+  assert as_rows(test_images) == as_rows(raw)
 
 
 def test_local_copy_not_matching_zoo_checksum_is_refused(tmp_path, no_default_raw_dirs):
@@ -266,7 +266,6 @@ def test_translate_flip_and_word_dropout_do_what_they_say():
 
 
 def test_your_own_tsv_files_load_through_the_same_layer(tmp_path):
-  import ml_collections
   from conftest import load_config
   folder = tmp_path / 'reviews'
   folder.mkdir()
@@ -282,13 +281,15 @@ def test_your_own_tsv_files_load_through_the_same_layer(tmp_path):
   fun, dull = pipeline.vocab.ids['fun'], pipeline.vocab.ids['dull']
   np.testing.assert_array_equal(dev['tokens'], [[fun, 1, dull, 0]])  # 'but' is unknown
   (folder / 'dev.tsv').write_text('text,label\nno tabs here,1\n')
-  with pytest.raises(DataUnavailableError, match=r'dev.tsv:1: the first line is .* must be the header sentence<TAB>label'):
+  message = r'dev.tsv:1: the first line is .* must be the header sentence<TAB>label'
+  with pytest.raises(DataUnavailableError, match=message):
     build_pipeline(config, seed=0)
 
 
 def test_damaged_decoded_cache_is_rebuilt(tmp_path):
   records = [{'x': np.int64(i)} for i in range(5)]
-  source = type('Source', (), {'__len__': lambda self: 5, '__getitems__': lambda self, idx: [records[i] for i in idx]})()
+  source = type('Source', (), {'__len__': lambda self: 5,
+                               '__getitems__': lambda self, idx: [records[i] for i in idx]})()
   cache = tmp_path / 'cache.npz'
   cache.write_bytes(b'PK\x03\x04 truncated')
   np.testing.assert_array_equal(ArraySource.load(source, cache).columns['x'], np.arange(5))

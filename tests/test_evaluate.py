@@ -7,13 +7,12 @@ import subprocess
 import sys
 
 import pytest
+from conftest import REPO, load_config
+from test_train import tree_digest
 
 from zoo.errors import ConfigError
 from zoo.train.loop import train_and_evaluate
 from zoo.train.writers import read_metrics
-
-from conftest import REPO, load_config
-from test_train import tree_digest
 
 
 @pytest.fixture(scope='module')

@@ -10,12 +10,11 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+from conftest import REPO
 
 from zoo import inspect as zoo_inspect
 from zoo.models import TransformerEncoder
 from zoo.train.loop import load_run
-
-from conftest import REPO
 
 
 def test_integrated_gradients_sum_to_the_logit_difference(trained_run):

@@ -37,7 +37,8 @@ def _run(tx, steps=3):
     (_config(name='momentum', momentum=0.8), optax.sgd(0.1, momentum=0.8)),
     (_config(name='nesterov', momentum=0.8), optax.sgd(0.1, momentum=0.8, nesterov=True)),
     (_config(name='adam', learning_rate=1e-2), optax.adam(1e-2)),
-    (_config(name='adamw', learning_rate=1e-2, weight_decay=0.1, decay_mask='all'), optax.adamw(1e-2, weight_decay=0.1)),
+    (_config(name='adamw', learning_rate=1e-2, weight_decay=0.1, decay_mask='all'),
+     optax.adamw(1e-2, weight_decay=0.1)),
     (_config(name='rmsprop', learning_rate=1e-2, momentum=0.0), optax.rmsprop(1e-2, decay=0.9, eps=1e-8)),
     (_config(name='rmsprop', learning_rate=1e-2), optax.rmsprop(1e-2, decay=0.9, eps=1e-8, momentum=0.9)),
 ])
@@ -57,9 +58,11 @@ def test_adamw_decays_kernels_but_not_biases_by_default():
 
 @pytest.mark.parametrize('config,expected', [
     (_config(schedule='constant'), {0: 0.1, 50: 0.1, 99: 0.1}),
-    (_config(schedule='exponential', decay_steps=10, decay_rate=0.5, staircase=True), {0: 0.1, 9: 0.1, 10: 0.05, 25: 0.025}),
+    (_config(schedule='exponential', decay_steps=10, decay_rate=0.5, staircase=True),
+     {0: 0.1, 9: 0.1, 10: 0.05, 25: 0.025}),
     (_config(schedule='piecewise', boundaries=(0.5, 0.75), scales=(0.1, 0.1)), {0: 0.1, 49: 0.1, 50: 0.01, 75: 0.001}),
-    (_config(schedule='warmup_cosine', warmup_steps=10, end_learning_rate=0.0), {0: 0.0, 5: 0.05, 10: 0.1, 55: 0.05, 100: 0.0}),
+    (_config(schedule='warmup_cosine', warmup_steps=10, end_learning_rate=0.0),
+     {0: 0.0, 5: 0.05, 10: 0.1, 55: 0.05, 100: 0.0}),
 ])
 def test_schedules_at_chosen_steps(config, expected):
   schedule = optim.build_schedule(config, total_steps=100)

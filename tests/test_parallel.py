@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+from conftest import RAW_DATA_DIR, REPO
 from jax.sharding import PartitionSpec as P
 
 from zoo.errors import ConfigError
@@ -26,8 +27,6 @@ from zoo.parallel.mesh import rules_table, spec_for
 from zoo.train.loop import build_experiment
 from zoo.train.step import compile_steps, loss_and_grads
 from zoo.train.writers import read_metrics
-
-from conftest import RAW_DATA_DIR, REPO
 
 TOLERANCE = 1e-5
 
@@ -124,7 +123,8 @@ def test_bf16_compute_keeps_f32_params_and_optimizer_state(mnist_config):
   train_step, _ = compile_steps(experiment.task, experiment.tx, experiment.schedule, experiment.strategy, config)
   batch = experiment.strategy.put_batch(next(experiment.pipeline.train_iterator()))
   state, metrics = train_step(experiment.state, batch)
-  assert {leaf.dtype for leaf in jax.tree.leaves((state.params, state.opt_state)) if leaf.ndim} == {jnp.dtype('float32')}
+  dtypes = {leaf.dtype for leaf in jax.tree.leaves((state.params, state.opt_state)) if leaf.ndim}
+  assert dtypes == {jnp.dtype('float32')}
   assert metrics['loss'].dtype == jnp.float32 and np.isfinite(metrics['loss'])
   lowered = train_step.lower(state, batch).as_text()
   assert 'bf16' in lowered  # the convolutions and matmuls really run in bf16
@@ -183,7 +183,8 @@ def test_pmap_averages_batch_norm_statistics_over_devices(tfds_dir):
 
 def test_checkpoint_saved_on_8_data_restores_on_2x4_and_on_1_device(tfds_dir, tmp_path):
   result = _python([str(REPO / 'tests' / 'restore_across_meshes.py'), tfds_dir, str(tmp_path)])
-  reports = {r['target']: r for r in map(json.loads, [l for l in result.stdout.splitlines() if l.startswith('{')])}
+  lines = [line for line in result.stdout.splitlines() if line.startswith('{')]
+  reports = {r['target']: r for r in map(json.loads, lines)}
   assert set(reports) == {'fsdp2_tensor4', 'single'}
   for report in reports.values():
     assert report['same_values'] and report['same_shardings'], report

@@ -1,4 +1,5 @@
-"""docs/pretrained.md's snippets run as shown (a PNG classified with published weights; the weights used
+"""The README's and docs/pretrained.md's snippets run as shown (a PNG classified with published weights; the
+weights used
 from Flax NNX), and the NNX module computes what the linen module computes."""
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ import zoo.pretrained
 DOC = (REPO / 'docs' / 'pretrained.md').read_text()
 
 
-def _snippet(heading: str) -> str:
-  return DOC.split(heading, 1)[1].split('```python\n', 1)[1].split('```', 1)[0]
+README = (REPO / 'README.md').read_text()
+
+
+def _snippet(heading: str, text: str = DOC) -> str:
+  return text.split(heading, 1)[1].split('```python\n', 1)[1].split('```', 1)[0]
 
 
 def _mnist_test(count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -45,8 +49,8 @@ def _run(snippet: str, cwd) -> str:
   return result.stdout
 
 
-def test_docs_png_snippet_classifies_a_digit(digit_folder):
-  snippet = _snippet('### Classify a PNG with published weights')
+def test_readme_png_snippet_classifies_a_digit(digit_folder):
+  snippet = _snippet('### Classify a PNG with published weights', README)
   assert 'zoo.train' not in snippet and len(snippet.strip().splitlines()) <= 8
   assert _run(snippet, digit_folder).startswith('digit 7; this model scores 99.')
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from zoo.compress import quantization
-from zoo.train.compression import quantize_and_evaluate
 from zoo.errors import ConfigError
 from zoo.models import CNN, TransformerEncoder
+from zoo.train.compression import quantize_and_evaluate
 
 
 def _cnn_and_input():

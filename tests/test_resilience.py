@@ -11,14 +11,13 @@ import time
 import jax
 import numpy as np
 import pytest
+from conftest import REPO, load_experiment
+from test_train import assert_trees_equal
 
 from zoo.errors import NonFiniteLossError
 from zoo.train.checkpoint import Checkpointer, load_state
 from zoo.train.loop import train_and_evaluate
 from zoo.train.writers import read_metrics
-
-from conftest import REPO, load_experiment
-from test_train import assert_trees_equal
 
 STEPS = 60
 soak = load_experiment('soak.py')
@@ -140,7 +139,8 @@ def test_nonfinite_loss_stops_naming_step_and_last_good_checkpoint(mnist_config,
   mnist_config.optimizer.schedule = 'piecewise'
   mnist_config.optimizer.boundaries = (15,)
   mnist_config.optimizer.scales = (1e30,)  # lr 0.1 until step 15, then absurd
-  with pytest.raises(NonFiniteLossError, match=r'Non-finite training at step 1[5-9].*Last good checkpoint: .*/10 \(step 10\)'):
+  message = r'Non-finite training at step 1[5-9].*Last good checkpoint: .*/10 \(step 10\)'
+  with pytest.raises(NonFiniteLossError, match=message):
     train_and_evaluate(mnist_config, str(tmp_path))
   assert sorted(int(p.name) for p in (tmp_path / 'checkpoints').iterdir() if p.name.isdigit()) == [10]
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(load_state(tmp_path)['params']))

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import json
-import pathlib
 import subprocess
 import sys
 
 import ml_collections
 import numpy as np
 import pytest
+from conftest import REPO
 
 from zoo import models
 from zoo.errors import UserError
 from zoo.serving import Predictor
 from zoo.serving.from_run import export_run
 from zoo.train.checkpoint import load_state
-
-from conftest import REPO
 
 # Runs in a fresh interpreter: loads the artifact, predicts, and reports which zoo modules it imported.
 FRESH_PROCESS = '''
@@ -80,8 +78,8 @@ def test_bad_serving_inputs_get_clear_errors(trained_run, tmp_path):
   untrained = tmp_path / 'untrained'
   untrained.mkdir()
   (untrained / 'config.json').write_text((trained_run / 'config.json').read_text())
-  with pytest.raises(UserError, match='No checkpoint in .* Train the run first'):
+  with pytest.raises(UserError, match='has no checkpoint yet .* let it train first'):
     export_run(untrained, tmp_path / 'nothing')
   assert not (tmp_path / 'nothing').exists()
-  with pytest.raises(UserError, match='not a zoo run folder'):
+  with pytest.raises(UserError, match='holds no zoo run'):
     export_run(tmp_path / 'no_such_run', tmp_path / 'nothing')

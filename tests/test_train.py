@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import load_config
 
 from zoo.errors import CheckpointMismatchError
 from zoo.models import MLP
@@ -21,9 +22,6 @@ from zoo.train.loop import intervals, train_and_evaluate
 from zoo.train.state import TrainState
 from zoo.train.step import train_step
 from zoo.train.writers import read_metrics
-
-from conftest import load_config
-
 
 
 def assert_trees_equal(a, b):

@@ -3,14 +3,12 @@ every experiment config builds its model and task."""
 
 from __future__ import annotations
 
-
 import pytest
+from conftest import REPO, load_config
 
 from zoo import models, tasks
 from zoo.config import set_dotted
 from zoo.train.loop import train_and_evaluate
-
-from conftest import REPO, load_config
 
 CONFIGS = sorted(p.stem for p in (REPO / 'experiments' / 'configs').glob('*.py') if not p.stem.startswith('_'))
 

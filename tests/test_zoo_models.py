@@ -37,8 +37,8 @@ def count(params) -> int:
 CASES = {
     'mlp': (dict(name='mlp', widths=(512, 256)), jnp.ones((4, 28, 28, 1)), (4, 10),
             784 * 512 + 512 + 512 * 256 + 256 + 256 * 10 + 10),
-    'mlp_bn': (dict(name='mlp', widths=(64,), batch_norm=True, activation='gelu'), jax.random.normal(RNG, (4, 8)), (4, 10),
-               8 * 64 + 2 * 64 + 64 * 10 + 10),
+    'mlp_bn': (dict(name='mlp', widths=(64,), batch_norm=True, activation='gelu'), jax.random.normal(RNG, (4, 8)),
+               (4, 10), 8 * 64 + 2 * 64 + 64 * 10 + 10),
     'cnn': (dict(name='cnn'), jnp.ones((2, 28, 28, 1)), (2, 10),
             9 * 32 + 32 + 9 * 32 * 64 + 64 + 3136 * 256 + 256 + 2570),
     'resnet_28': (dict(name='resnet', stage_sizes=(1, 1), widths=(8, 16)), jnp.ones((2, 28, 28, 1)), (2, 10), None),

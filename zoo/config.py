@@ -10,7 +10,6 @@ import ml_collections
 from zoo.errors import ConfigError
 from zoo.parallel.mesh import DEFAULT_RULES
 
-
 # XLA CPU option value that hands dot, elementwise and reduce fusions to YNNPACK (conv nets use it).
 YNN_FUSIONS = 'LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_ELTWISE,LIBRARY_FUSION_TYPE_REDUCE'
 
@@ -68,7 +67,8 @@ def default_config(dataset: str = 'mnist') -> ml_collections.ConfigDict:
       momentum=0.9, b1=0.9, b2=0.999, eps=1e-8, decay=0.9, weight_decay=0.0, l2=0.0, l1=0.0, grad_clip_norm=0.0,
       decay_mask='kernels', average_decay=0.0,
       pruning=dict(sparsity=0.0, scope='global', begin_fraction=0.0, end_fraction=0.75, every=50)))
-  config.mesh = ml_collections.ConfigDict(dict(axes={'data': -1, 'fsdp': 1, 'tensor': 1}, rules=DEFAULT_RULES, strategy='jit'))
+  config.mesh = ml_collections.ConfigDict(dict(axes={'data': -1, 'fsdp': 1, 'tensor': 1}, rules=DEFAULT_RULES,
+                                               strategy='jit'))
   config.quantization = ml_collections.ConfigDict(dict(aware_training=False))
   config.microbatches = 1
   config.compute_dtype = 'float32'
@@ -116,7 +116,7 @@ def set_dotted(config: ml_collections.ConfigDict, dotted: str, value) -> None:
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]) -> None:
-  """Sets each 'a.b.c=value' in config; value is a Python literal when it parses (2, 'x', {'data': 2}), else a string."""
+  """Sets each 'a.b.c=value' in config; value is a Python literal where it parses (2, 'x', {'data': 2}), else text."""
   for override in overrides:
     dotted, _, raw = override.partition('=')
     try:

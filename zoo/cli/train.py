@@ -28,7 +28,8 @@ from zoo.train.host_memory import prepare_host_malloc
 from zoo.train.loop import train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'A shipped config\'s name (mnist_cnn) or a config file (a .py with get_config()).', lock_config=True)
+    'config', None, 'A shipped config\'s name (mnist_cnn) or a config file (a .py with get_config()).',
+    lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run folder: config, metrics, TensorBoard events, checkpoints.')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'Folder with raw dataset files, one sub-folder per dataset '
                                 '(searched before $ZOO_DATA_DIR, ./data, ../shared/data).')

@@ -5,7 +5,6 @@ a trained run (accuracy against sparsity and size, and distillation) lives above
 `zoo.train.compression` and `experiments/compress.py`; see docs/compression.md.
 """
 
-from zoo.compress.pruning import (apply_masks, gradual_pruning, magnitude_masks, polynomial_sparsity,
-                                  sparsity_report)
+from zoo.compress.pruning import apply_masks, gradual_pruning, magnitude_masks, polynomial_sparsity, sparsity_report
 
 __all__ = ['apply_masks', 'gradual_pruning', 'magnitude_masks', 'polynomial_sparsity', 'sparsity_report']

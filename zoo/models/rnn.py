@@ -20,7 +20,6 @@ from zoo.kernels.recurrence import recurrent_layer
 from zoo.models.layers import POOLINGS, DenseParams, Dropout, Pool, dense, perturbation_point
 
 
-
 def reverse_within_length(x: jax.Array, lengths: jax.Array) -> jax.Array:
   """Reverses x[b, :lengths[b]] along time for each b; padding stays in place. x: [B, T, ...]."""
   steps = jnp.arange(x.shape[1])[None, :]

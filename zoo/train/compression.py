@@ -16,7 +16,8 @@ from zoo.train.checkpoint import load_state
 from zoo.train.loop import evaluate_state, load_run, train_and_evaluate
 
 
-def prune_and_evaluate(workdir: str, sparsities: list[float], scope: str, raw_data_dir: str | None = None) -> list[dict]:
+def prune_and_evaluate(workdir: str, sparsities: list[float], scope: str,
+                       raw_data_dir: str | None = None) -> list[dict]:
   """One row per sparsity: test metrics, measured sparsity and nonzero kernel weights."""
   config, experiment, state = load_run(workdir, raw_data_dir=raw_data_dir)
   rows = []
@@ -117,6 +118,7 @@ def _param_count(workdir: pathlib.Path) -> int:
 def distillation_markdown(rows: list[dict]) -> str:
   """The distillation rows as a markdown table."""
   lines = ['| student | params | training | steps | test accuracy |', '|---|---|---|---|---|']
-  lines += [f'| {r["student"]} | {r["params"]:,} | {"distilled from " + r["teacher"] if r["teacher"] else "labels only"} '
-            f'| {r["steps"]} | {100 * r["test_accuracy"]:.2f}% |' for r in rows]
+  training = lambda r: f'distilled from {r["teacher"]}' if r['teacher'] else 'labels only'
+  lines += [f'| {r["student"]} | {r["params"]:,} | {training(r)} | {r["steps"]} | {100 * r["test_accuracy"]:.2f}% |'
+            for r in rows]
   return '\n'.join(lines) + '\n'

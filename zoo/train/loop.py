@@ -26,9 +26,9 @@ from zoo.data.pipeline import Pipeline
 from zoo.errors import ConfigError, NonFiniteLossError
 from zoo.parallel import make_mesh, strategies
 from zoo.train import init_from, optim, run_folder
-from zoo.train.host_memory import reuse_freed_host_memory
 from zoo.train import state as state_lib
 from zoo.train.checkpoint import Checkpointer, abstract_like
+from zoo.train.host_memory import reuse_freed_host_memory
 from zoo.train.preemption import PreemptionWatcher
 from zoo.train.step import compile_steps, step_options
 from zoo.train.writers import MetricWriter, ProgressLines, check_writable, record_phase, repair_metrics

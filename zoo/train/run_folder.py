@@ -41,7 +41,8 @@ def evaluation_variables(saved: dict[str, Any]) -> dict[str, Any]:
   return {'params': optim.evaluation_params(saved['params'], saved['opt_state']), **saved['model_state']}
 
 
-def load_model(workdir: str | pathlib.Path, role: str = '--workdir') -> tuple[ml_collections.ConfigDict, nn.Module, dict]:
+def load_model(workdir: str | pathlib.Path,
+               role: str = '--workdir') -> tuple[ml_collections.ConfigDict, nn.Module, dict]:
   """(config, model, variables) of a run's latest checkpoint, the variables as its evaluations use them."""
   config = read_config(workdir, role)
   return config, models.build(config.model), evaluation_variables(latest_state(workdir, role))
