@@ -106,14 +106,14 @@ def recurrence_grad(cell, implementation, valid, layer=False, chunk=None):
 def attention_inputs(dtype, batch, length, heads, head_dim, seed=1):
   keys = jax.random.split(jax.random.key(seed), 3)
   q, k, v = (jax.random.normal(key, (batch, length, heads, head_dim)).astype(dtype) for key in keys)
-  key_valid = jnp.arange(length)[None, :] < jnp.linspace(length // 2, length, batch).astype(jnp.int32)[:, None]
-  return q, k, v, key_valid
+  valid = jnp.arange(length)[None, :] < jnp.linspace(length // 2, length, batch).astype(jnp.int32)[:, None]
+  return q, k, v, valid
 
 
-def attention_grad(implementation, key_valid, causal):
+def attention_grad(implementation, valid, causal):
   def loss(q, k, v):
-    out = attention.dot_product_attention(q, k, v, key_valid, causal=causal, implementation=implementation)
-    real = key_valid[:, :, None, None] if key_valid is not None else 1.0
+    out = attention.dot_product_attention(q, k, v, valid, causal=causal, implementation=implementation)
+    real = valid[:, :, None, None] if valid is not None else 1.0
     return (out.astype(jnp.float32) * real).sum()
   return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
 
@@ -138,12 +138,12 @@ def checks() -> None:
         emit({'check': f'{cell}_{implementation}', 'dtype': dtype, 'H': hidden, 'error': repr(error)[:500]})
   for dtype in ('float32', 'bfloat16'):
     for causal in (False, True):
-      q, k, v, key_valid = attention_inputs(dtype, batch=2, length=256, heads=4, head_dim=64)
+      q, k, v, valid = attention_inputs(dtype, batch=2, length=256, heads=4, head_dim=64)
       f32 = [x.astype(jnp.float32) for x in (q, k, v)]
-      want = attention_grad('xla', key_valid, causal)(*f32)
+      want = attention_grad('xla', valid, causal)(*f32)
       for implementation in ('pallas', 'cudnn'):
         try:
-          got = attention_grad(implementation, key_valid, causal)(q, k, v)
+          got = attention_grad(implementation, valid, causal)(q, k, v)
           emit({'check': f'attention_{implementation}', 'dtype': dtype, 'causal': causal,
                 'max_rel_error': max_relative_error(want, got)})
         except Exception as error:  # pylint: disable=broad-except

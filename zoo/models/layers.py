@@ -113,23 +113,23 @@ class Dropout(nn.Module):
 POOLINGS = ('mean', 'max', 'attention')
 
 
-def masked_pool(x: jax.Array, real: jax.Array, how: str) -> jax.Array:
-  """Pools x f32[B, T, D] over its real steps (real: bool[B, T]) -> f32[B, D], without params.
+def masked_pool(x: jax.Array, valid: jax.Array, how: str) -> jax.Array:
+  """Pools x f32[B, T, D] over its real steps (valid: bool[B, T]) -> f32[B, D], without params.
 
   'mean': the average over real steps; 'max': per feature, the largest value over real
   steps. A row without real steps gives 0 either way.
   """
   if how == 'max':
-    pooled = jnp.where(real[..., None], x, jnp.finfo(x.dtype).min).max(1)
-    return jnp.where(real.any(1, keepdims=True), pooled, jnp.zeros_like(pooled))
+    pooled = jnp.where(valid[..., None], x, jnp.finfo(x.dtype).min).max(1)
+    return jnp.where(valid.any(1, keepdims=True), pooled, jnp.zeros_like(pooled))
   if how == 'mean':
-    weights = real.astype(x.dtype)[..., None]
+    weights = valid.astype(x.dtype)[..., None]
     return (x * weights).sum(1) / jnp.maximum(weights.sum(1), 1.0)
   raise ValueError(f"Unknown pooling {how!r} for masked_pool; use 'mean' or 'max'.")
 
 
 class Pool(nn.Module):
-  """Pools x f32[B, T, D] over its real steps (real: bool[B, T]) -> f32[B, D].
+  """Pools x f32[B, T, D] over its real steps (valid: bool[B, T]) -> f32[B, D].
 
   how: 'mean' or 'max' (`masked_pool`, no params), or 'attention': keys-only MLP
   attention (Bahdanau et al. 2015; the pooling of the Flax SST-2 example), the
@@ -141,14 +141,14 @@ class Pool(nn.Module):
   hidden: int | None = None
 
   @nn.compact
-  def __call__(self, x: jax.Array, real: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, valid: jax.Array) -> jax.Array:
     if self.how not in POOLINGS:
       raise ValueError(f'Unknown pooling {self.how!r}; use one of: {", ".join(POOLINGS)}.')
     if self.how != 'attention':
-      return masked_pool(x, real, self.how)
+      return masked_pool(x, valid, self.how)
     energy = jnp.tanh(dense(self.hidden or x.shape[-1], ('embed', 'mlp'), name='keys', use_bias=False)(x))
     scores = dense(1, ('mlp', None), name='energy', use_bias=False)(energy)[..., 0]
-    weights = jax.nn.softmax(jnp.where(real, scores, jnp.finfo(scores.dtype).min), axis=-1) * real
+    weights = jax.nn.softmax(jnp.where(valid, scores, jnp.finfo(scores.dtype).min), axis=-1) * valid
     return jnp.einsum('bt,btd->bd', weights, x)
 
 

@@ -39,8 +39,8 @@ class MultiHeadSelfAttention(nn.Module):
   attention: str = 'auto'
 
   @nn.compact
-  def __call__(self, x: jax.Array, key_valid: jax.Array, *, train: bool) -> jax.Array:
-    """x: f32[B, T, D], key_valid: bool[B, T] (False at padding) -> f32[B, T, D]."""
+  def __call__(self, x: jax.Array, valid: jax.Array, *, train: bool) -> jax.Array:
+    """x: f32[B, T, D], valid: bool[B, T] (False at padding) -> f32[B, T, D]."""
     d_model = x.shape[-1]
     if d_model % self.num_heads:
       raise ValueError(f'd_model {d_model} is not divisible by num_heads {self.num_heads}.')
@@ -52,11 +52,11 @@ class MultiHeadSelfAttention(nn.Module):
     query, key, value = projection('query')(x), projection('key')(x), projection('value')(x)
     # Init only needs shapes, and runs in the params' f32: 'xla' there lets a half-precision kernel
     # ('cudnn') be configured for training under compute_dtype without failing at init.
-    attended = dot_product_attention(query, key, value, key_valid, causal=self.causal, directional=self.directional,
+    attended = dot_product_attention(query, key, value, valid, causal=self.causal, directional=self.directional,
                                      implementation='xla' if self.is_initializing() else self.attention)
     if self.is_mutable_collection('intermediates'):  # attention maps for inspection (zoo.inspect)
       self.sow('intermediates', 'attention_weights',
-               attention_weights(query, key, key_valid, self.causal, self.directional))
+               attention_weights(query, key, valid, self.causal, self.directional))
     out = nn.DenseGeneral(
         d_model, axis=(-2, -1), name='out',
         kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), ('heads', 'kv', 'embed')),
@@ -74,11 +74,11 @@ class EncoderBlock(nn.Module):
   attention: str = 'auto'
 
   @nn.compact
-  def __call__(self, x: jax.Array, key_valid: jax.Array, train: bool) -> jax.Array:
-    """x: f32[B, T, D], key_valid: bool[B, T] -> f32[B, T, D]. (train may be positional, for nn.remat.)"""
+  def __call__(self, x: jax.Array, valid: jax.Array, train: bool) -> jax.Array:
+    """x: f32[B, T, D], valid: bool[B, T] -> f32[B, T, D]. (train may be positional, for nn.remat.)"""
     attention = MultiHeadSelfAttention(num_heads=self.num_heads, dropout_rate=self.dropout_rate, causal=self.causal,
                                        directional=self.directional, attention=self.attention)
-    x = x + attention(layer_norm()(x), key_valid, train=train)
+    x = x + attention(layer_norm()(x), valid, train=train)
     y = nn.gelu(dense(self.d_ff, ('embed', 'mlp'))(layer_norm()(x)))
     y = Dropout(self.dropout_rate, deterministic=not train)(y)
     y = dense(x.shape[-1], ('mlp', 'embed'))(y)
@@ -88,14 +88,14 @@ class EncoderBlock(nn.Module):
 class _ScanStep(EncoderBlock):
   """EncoderBlock in nn.scan's form: (carry, broadcast inputs) -> (carry, None)."""
 
-  def __call__(self, x: jax.Array, key_valid: jax.Array, train: bool) -> tuple[jax.Array, None]:
-    return super().__call__(x, key_valid, train), None
+  def __call__(self, x: jax.Array, valid: jax.Array, train: bool) -> tuple[jax.Array, None]:
+    return super().__call__(x, valid, train), None
 
 
 SCANNED_BLOCKS = 'layers'  # the scanned layout's entry: one EncoderBlock's variables stacked on a leading axis
 
 
-def encoder_blocks(x: jax.Array, key_valid: jax.Array, *, train: bool, num_layers: int, scan_layers: bool = False,
+def encoder_blocks(x: jax.Array, valid: jax.Array, *, train: bool, num_layers: int, scan_layers: bool = False,
                    remat: str = 'none', **block: object) -> jax.Array:
   """x f32[B, T, D] through `num_layers` EncoderBlocks(**block), created in the calling module.
 
@@ -108,13 +108,13 @@ def encoder_blocks(x: jax.Array, key_valid: jax.Array, *, train: bool, num_layer
   if not scan_layers:
     block_cls = maybe_remat(EncoderBlock, remat, static_argnums=(3,))
     for index in range(num_layers):
-      x = block_cls(**block, name=f'EncoderBlock_{index}')(x, key_valid, train)
+      x = block_cls(**block, name=f'EncoderBlock_{index}')(x, valid, train)
     return x
   step = nn.scan(maybe_remat(_ScanStep, remat, static_argnums=(3,)),
                  variable_axes={'params': 0, 'intermediates': 0}, split_rngs={'params': True, 'dropout': True},
                  in_axes=(nn.broadcast, nn.broadcast), length=num_layers,
                  metadata_params={nn.PARTITION_NAME: SCANNED_BLOCKS})
-  x, _ = step(**block, name=SCANNED_BLOCKS)(x, key_valid, train)
+  x, _ = step(**block, name=SCANNED_BLOCKS)(x, valid, train)
   return x
 
 
@@ -176,12 +176,12 @@ class TransformerEncoder(nn.Module):
     x = x * jnp.asarray(np.sqrt(self.d_model), x.dtype) + jnp.asarray(positions, x.dtype)
     x = Dropout(self.dropout_rate, deterministic=not train)(x)
     x = perturbation_point(self, 'embedding', x)
-    real = tokens != self.pad_id
-    x = encoder_blocks(x, real, train=train, num_layers=self.num_layers, scan_layers=self.scan_layers,
+    valid = tokens != self.pad_id
+    x = encoder_blocks(x, valid, train=train, num_layers=self.num_layers, scan_layers=self.scan_layers,
                        remat=self.remat, num_heads=self.num_heads, d_ff=self.d_ff, dropout_rate=self.dropout_rate,
                        causal=self.causal, directional=self.directional, attention=self.attention)
     x = layer_norm()(x)
     if self.head == 'lm':
       return dense(self.vocab_size, ('embed', 'vocab'))(x)
-    pooled = x[:, 0] if self.pooling == 'cls' else Pool(self.pooling)(x, real)
+    pooled = x[:, 0] if self.pooling == 'cls' else Pool(self.pooling)(x, valid)
     return dense(self.num_classes, ('embed', 'classes'))(pooled)
