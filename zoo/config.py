@@ -99,12 +99,14 @@ def _merged(defaults: dict, given: Mapping) -> dict:
 
 
 def complete(section: str, given: Mapping | None) -> ml_collections.ConfigDict:
-  """A config section from a plain or partial dict (or ConfigDict): default_config()'s `section` with
-  `given`'s keys over it, so research code can pass just what it changes (`{'name': 'adamw', ...}`)."""
+  """A config section from a plain or partial dict (or ConfigDict): default_config()'s `section` (for 'data',
+  that of the dataset `given` names) with `given`'s keys over it, so research code can pass just what it
+  changes (`{'name': 'adamw', ...}`)."""
   if given is not None and not isinstance(given, (Mapping, ml_collections.ConfigDict)):
     raise ConfigError(f'The {section} config must be a dict or ml_collections.ConfigDict, not {type(given).__name__}.')
   given = given.to_dict() if isinstance(given, ml_collections.ConfigDict) else dict(given or {})
-  return ml_collections.ConfigDict(_merged(default_config()[section].to_dict(), given))
+  defaults = default_config(given.get('name', 'mnist')) if section == 'data' else default_config()
+  return ml_collections.ConfigDict(_merged(defaults[section].to_dict(), given))
 
 
 def set_dotted(config: ml_collections.ConfigDict, dotted: str, value) -> None:

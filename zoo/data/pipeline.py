@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import flags, logging
 
-from zoo.config import default_config
+from zoo.config import complete
 from zoo.data.augment import Augment
 from zoo.data.bucketing import LengthBuckets, TrimToLongest, token_lengths
 from zoo.data.image_ops import DecodeImages
@@ -474,9 +474,7 @@ def build_pipeline(config: ml_collections.ConfigDict, *, seed: int, raw_data_dir
   `config` may be a plain or partial dict: default_config(name).data fills the rest.
   """
   if not isinstance(config, ml_collections.ConfigDict):
-    given = dict(config or {})
-    config = default_config(given.get('name', 'mnist')).data
-    config.update(given)
+    config = complete('data', config)
   for key in ('batch_size', 'eval_batch_size'):
     if not isinstance(config[key], int) or config[key] <= 0:
       raise ConfigError(f'config.data.{key}={config[key]!r}; it must be a positive integer.')
