@@ -47,7 +47,7 @@ def test_plans_the_real_step_on_a_v5e_2x2():
 @needs_libtpu
 def test_remat_lowers_activation_memory_on_tpu():
   config = load_config('imagenet_vit_b16')
-  config.model.update(dict(d_model=256, num_heads=4, num_layers=4, d_ff=1024, patch_size=4, num_classes=10))
+  config.model.update(dict(d_model=128, num_heads=4, num_layers=2, d_ff=512, patch_size=4, num_classes=10))
   config.data.image_size, config.data.batch_size = 32, 256
   temps = {}
   for remat in ('none', 'full'):

@@ -63,7 +63,7 @@ def test_forward_backward_shapes_and_logical_axes(name):
     assert logits.shape == (2, 10) and logits.dtype == jnp.float32
     return (logits ** 2).mean() + logits[:, 0].sum()
 
-  grads = jax.grad(loss)(params)
+  grads = jax.jit(jax.grad(loss))(params)
   assert jax.tree.map(jnp.shape, grads) == jax.tree.map(jnp.shape, params)
   assert all(bool(jnp.isfinite(g).all()) for g in jax.tree.leaves(grads))
 
