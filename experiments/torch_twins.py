@@ -18,15 +18,15 @@ from zoo.pretrained import torch_twins
 
 
 def _optimizer(torch, params, cfg: ml_collections.ConfigDict):
+  """The torch.optim counterpart of zoo.train.optim.build's method (cfg: a complete optimizer section)."""
   name, lr = cfg.name, cfg.learning_rate
   if name in ('sgd', 'momentum', 'nesterov'):
-    return torch.optim.SGD(params, lr, momentum=cfg.get('momentum', 0.9) if name != 'sgd' else 0.0,
-                           nesterov=name == 'nesterov', weight_decay=cfg.get('weight_decay', 0.0))
-  if name == 'adamw':
-    return torch.optim.AdamW(params, lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr, momentum=cfg.momentum if name != 'sgd' else 0.0,
+                           nesterov=name == 'nesterov', weight_decay=cfg.weight_decay)
   if name == 'rmsprop':
-    return torch.optim.RMSprop(params, lr)
-  return torch.optim.Adam(params, lr)
+    return torch.optim.RMSprop(params, lr, alpha=cfg.decay, eps=cfg.eps, momentum=cfg.momentum)
+  adam = torch.optim.AdamW if cfg.weight_decay else torch.optim.Adam  # zoo's weight decay is decoupled
+  return adam(params, lr, betas=(cfg.b1, cfg.b2), eps=cfg.eps, weight_decay=cfg.weight_decay)
 
 
 def build_step(config: ml_collections.ConfigDict, batch: dict, seed: int) -> tuple[Callable[[], None], dict]:
