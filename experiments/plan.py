@@ -52,6 +52,8 @@ _SEARCH = flags.DEFINE_bool('search', False,
                             'Try mesh splits x remat policies x micro-batch counts; rank those that fit.')
 _REMATS = flags.DEFINE_list('remats', ['none', 'full'], 'Remat policies --search tries (models with a remat option).')
 _MICROBATCHES = flags.DEFINE_list('microbatches', ['1', '4'], 'Micro-batch counts --search tries.')
+_MESHES = flags.DEFINE_string('meshes', None, 'Mesh splits --search tries, space-separated, each as --mesh '
+                              '(e.g. "data:16 fsdp:16 data:8,tensor:2"; default: every data x fsdp x tensor split).')
 _OUTPUT = flags.DEFINE_string('output', None, 'Append each plan as a JSON line to this file.')
 flags.mark_flags_as_required(['config'])
 
@@ -129,8 +131,9 @@ def main(argv):
     if _MESH.value:
       config.mesh.axes = parse_mesh(_MESH.value, len(devices))
     if _SEARCH.value:
+      splits = [parse_mesh(text, len(devices)) for text in _MESHES.value.split()] if _MESHES.value else None
       plans = planning.search(config, devices, _TOPOLOGY.value, remats=_REMATS.value,
-                              microbatches=[int(m) for m in _MICROBATCHES.value],
+                              microbatches=[int(m) for m in _MICROBATCHES.value], splits=splits,
                               log=lambda text: print(text, flush=True))
       print(f'{len(plans)} layouts fit; best first:' if plans else 'No layout tried fits.')
     else:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -78,3 +79,15 @@ def test_cpu_devices_and_one_line_errors():
   last = bad_topology.stderr.strip().splitlines()[-1]
   assert bad_topology.returncode != 0 and last.startswith("error: --topology='v9x:2x2' is not known")
   assert 'v5e:16x16' in last and 'cpu:N' in last
+
+
+def test_search_tries_the_given_meshes_and_micro_batches_and_ranks_them(tmp_path):
+  out = tmp_path / 'plans.jsonl'
+  result = plan_cli('--config=mnist_cnn', '--topology=cpu:4', '--search', '--meshes=data:4 fsdp:4 data:2,tensor:2',
+                    '--microbatches=1,2', f'--output={out}')
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert '6 layouts fit; best first:' in result.stdout
+  rows = [json.loads(line) for line in out.read_text().splitlines()]
+  assert {(tuple(sorted(row['mesh'].items())), row['microbatches']) for row in rows} == {
+      (mesh, count) for mesh in [(('data', 4),), (('fsdp', 4),), (('data', 2), ('tensor', 2))] for count in (1, 2)}
+  assert [row['total_bytes'] for row in rows] == sorted(row['total_bytes'] for row in rows)
