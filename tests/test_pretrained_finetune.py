@@ -10,6 +10,7 @@ from conftest import load_config
 
 import zoo.pretrained
 from zoo.errors import ConfigError, UserError
+from zoo.models.layers import stack_layers
 from zoo.train import init_from, run_folder
 from zoo.train.loop import build_experiment, train_and_evaluate
 
@@ -63,3 +64,15 @@ def test_a_run_starts_from_another_run_folder(trained_run, tfds_dir, tmp_path):
   source = run_folder.evaluation_variables(run_folder.latest_state(trained_run))['params']
   started = run_folder.latest_state(tmp_path)['params']
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=1e-6), started, source)
+
+
+def test_unscanned_published_blocks_load_into_a_scanned_model_and_back(tfds_dir):
+  config = load_config('sst2_transformer')
+  config.data.tfds_dir = tfds_dir
+  _, published, _ = zoo.pretrained.load('sst2_transformer')
+  config.model.scan_layers = True
+  scanned = _initialise(build_experiment(config, None), 'sst2_transformer')
+  assert 'EncoderBlock_0' not in scanned.params
+  stacked = stack_layers(jax.device_get(published['params']), 'EncoderBlock_')
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(scanned.params), stacked)
+  assert init_from.in_layout_of(stacked, published['params']).keys() == published['params'].keys()

@@ -2,7 +2,9 @@
 
 The params and BatchNorm statistics are loaded, the optimizer starts fresh. Leaves of the output layer
 whose shapes differ (a head for another class count) keep their fresh initialisation and are listed in one
-printed line; any other difference is an error naming the leaves.
+printed line; any other difference is an error naming the leaves. Encoder blocks convert between the unscanned
+(EncoderBlock_0, EncoderBlock_1, ...) and scanned (one stacked entry) layouts, so a published unscanned model
+fine-tunes with scan_layers=True and back.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import jax
 import optax
 
 from zoo.errors import ConfigError
+from zoo.models.layers import stack_layers, unstack_layers
+from zoo.models.transformer import SCANNED_BLOCKS
 from zoo.train import run_folder, weights
 from zoo.train.state import TrainState
 
@@ -29,6 +33,16 @@ def source_variables(init_from: str) -> dict[str, Any]:
   return weights.published_variables(init_from)[1]
 
 
+def in_layout_of(source: dict[str, Any], target: dict[str, Any]) -> dict[str, Any]:
+  """`source` (one variable collection) with its encoder blocks stacked or unstacked as `target` holds them."""
+  block = 'EncoderBlock_'
+  if SCANNED_BLOCKS in target and f'{block}0' in source:
+    return stack_layers(source, block, SCANNED_BLOCKS)
+  if f'{block}0' in target and SCANNED_BLOCKS in source:
+    return unstack_layers(source, block, SCANNED_BLOCKS)
+  return source
+
+
 def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
   return {'/'.join(str(k.key) for k in path): tuple(leaf.shape)
           for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
@@ -41,7 +55,9 @@ def initialise(state: TrainState, init_from: str, tx: optax.GradientTransformati
   `log` receives the one line listing re-initialised leaves (where any are).
   """
   fresh = {'params': state.params, **state.model_state}
-  expected, loaded = _shapes(fresh), weights.flatten(source_variables(init_from))
+  source = source_variables(init_from)
+  source = {name: in_layout_of(collection, fresh.get(name, {})) for name, collection in source.items()}
+  expected, loaded = _shapes(fresh), weights.flatten(source)
   head = f'params/{list(state.params)[-1]}/'  # the output layer: the module the model creates last
   differing = sorted(k for k in set(expected) & set(loaded) if tuple(loaded[k].shape) != expected[k])
   problems = [f'{k} missing' for k in sorted(set(expected) - set(loaded))]
