@@ -13,12 +13,8 @@ Tokens/s counts real tokens (padding excluded). Prints one JSON object per mode.
 
 from __future__ import annotations
 
-import datetime
 import json
 import pathlib
-import platform
-import subprocess
-import sys
 import tempfile
 import time
 
@@ -27,6 +23,7 @@ import ml_collections
 import numpy as np
 from absl import app, flags, logging
 
+from zoo import benchmarking
 from zoo.config import default_config
 from zoo.data.bucketing import token_lengths
 from zoo.train.loop import build_experiment
@@ -105,13 +102,8 @@ def main(argv):
   logging.set_verbosity(logging.ERROR)
   documents = long_documents(_SST2.value, _DOCS.value + 64)
   lengths = [len(text.split()) for text, _ in documents]
-  commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True,
-                          cwd=pathlib.Path(__file__).parent).stdout.strip()
-  machine = next((line.split(':', 1)[1].strip() for line in pathlib.Path('/proc/cpuinfo').read_text().splitlines()
-                  if line.startswith('model name')), platform.processor())
-  common = {'command': ' '.join(['python', 'experiments/bucketing_benchmark.py', *sys.argv[1:]]),
-            'machine': f'{machine}, {jax.device_count()} {jax.default_backend()} device(s)',
-            'date': datetime.date.today().isoformat(), 'commit': commit, 'model': f'lstm 1x{_HIDDEN.value}',
+  common = {**benchmarking.provenance(), 'devices': f'{jax.device_count()} {jax.default_backend()}',
+            'model': f'lstm 1x{_HIDDEN.value}',
             'batch_size': _BATCH.value, 'max_length': _MAX_LENGTH.value, 'docs': _DOCS.value,
             'doc_words_mean': float(np.mean(lengths[:_DOCS.value])), 'doc_words_min_max': [min(lengths), max(lengths)]}
   with tempfile.TemporaryDirectory() as folder:

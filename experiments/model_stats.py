@@ -17,12 +17,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import pathlib
-import subprocess
 
 import jax
 import jax.numpy as jnp
 from absl import app, flags
 
+from zoo import benchmarking
 from zoo.models import build
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -80,10 +80,9 @@ def stats(name: str) -> dict:
 
 def main(argv):
   del argv
-  commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=REPO, capture_output=True, text=True).stdout
   for name in _CONFIGS.value:
     print(json.dumps({**stats(name), 'jax': jax.__version__, 'backend': jax.default_backend(),
-                      'commit': commit.strip()}), flush=True)
+                      'commit': benchmarking.commit()}), flush=True)
 
 
 if __name__ == '__main__':

@@ -25,13 +25,10 @@ feed one H100 training ResNet-50 at `--accelerator_images_per_s` (3000 images/s 
 
 from __future__ import annotations
 
-import datetime
 import io
 import json
 import os
 import pathlib
-import platform
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -43,6 +40,7 @@ import PIL
 import PIL.Image
 from absl import app, flags, logging
 
+from zoo import benchmarking
 from zoo.config import default_config
 from zoo.data import build_pipeline, prepare
 from zoo.data.imagenet import validation_labels
@@ -234,18 +232,10 @@ def profile_stages(jpegs: list[bytes], rng: np.random.Generator) -> dict[str, fl
 
 
 def _environment() -> dict:
-  def run(*command):
-    try:
-      return subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-      return None
-  model = next((line.split(':', 1)[1].strip() for line in (run('lscpu') or '').splitlines()
-                if line.startswith('Model name')), platform.processor())
   import grain
   import torch
   torchvision = _import_torchvision()
-  return {'command': ' '.join(['python'] + sys.argv), 'machine': f'{model}, {os.cpu_count()} cores',
-          'date': datetime.date.today().isoformat(), 'commit': run('git', 'rev-parse', '--short', 'HEAD'),
+  return {**benchmarking.provenance(),
           'versions': {'pillow': PIL.__version__, 'grain': grain.__version__, 'torch': torch.__version__,
                        'torchvision': torchvision.__version__, 'numpy': np.__version__}}
 

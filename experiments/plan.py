@@ -40,6 +40,7 @@ import jax  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from zoo import benchmarking  # noqa: E402
 from zoo.cli.configs import resolve_config_flag  # noqa: E402
 from zoo.errors import ConfigError  # noqa: E402
 from zoo.train import planning  # noqa: E402
@@ -144,7 +145,7 @@ def main(argv):
     print(describe(plan))
     if _OUTPUT.value:
       with open(_OUTPUT.value, 'a') as f:
-        f.write(json.dumps({'config': _config_name(), **plan.row()}) + '\n')
+        f.write(json.dumps({'config': _config_name(), **plan.row(), **benchmarking.provenance()}) + '\n')
 
 
 def _config_name() -> str:

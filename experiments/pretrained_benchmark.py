@@ -10,16 +10,15 @@ resident memory over the process's size before the first load (Linux ru_maxrss).
 from __future__ import annotations
 
 import json
-import platform
 import resource
 import statistics
-import subprocess
 import time
 
 import jax
 from absl import app, flags
 
 import zoo.pretrained
+from zoo import benchmarking
 from zoo.train.weights import PUBLISHED_DIR
 
 _NAMES = flags.DEFINE_list('names', None, 'Published names (default: the largest file).')
@@ -52,12 +51,8 @@ def measure(name: str) -> dict:
 def main(argv):
   del argv
   names = _NAMES.value or [max(zoo.pretrained.list(), key=_file_bytes)]
-  commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout.strip()
-  cpu = next((line.split(':', 1)[1].strip() for line in open('/proc/cpuinfo') if line.startswith('model name')),
-             platform.processor())
   for name in names:
-    record = {**measure(name), 'date': time.strftime('%Y-%m-%d'), 'commit': commit, 'machine': cpu,
-              'jax': jax.__version__}
+    record = {**measure(name), **benchmarking.provenance(), 'jax': jax.__version__}
     line = json.dumps(record)
     print(line)
     if _OUT.value:

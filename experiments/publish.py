@@ -19,7 +19,6 @@ import os
 import pathlib
 import re
 import shlex
-import subprocess
 import sys
 import tempfile
 
@@ -28,6 +27,7 @@ import ml_collections
 import numpy as np
 from absl import app, flags, logging
 
+from zoo import benchmarking
 from zoo.errors import UserError
 from zoo.models.flops import forward_flops
 from zoo.pretrained import evaluate
@@ -81,9 +81,8 @@ def recipe(workdir: pathlib.Path, config: ml_collections.ConfigDict, command: st
   args = shlex.split(command)
   config_file = next((a.split('=', 1)[1] for a in args if a.startswith('--config=')), None)
   overrides = [a[len('--config.'):] for a in args if a.startswith('--config.')]
-  commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=REPO, capture_output=True, text=True)
   return {'config_file': config_file, 'overrides': overrides, 'seed': config.seed, 'command': command,
-          'commit': commit.stdout.strip() or None, 'results_row': row['row'] if row else None,
+          'commit': benchmarking.commit() or None, 'results_row': row['row'] if row else None,
           'train_date': row['date'] if row else None}
 
 

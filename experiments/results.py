@@ -14,8 +14,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import platform
-import re
 import shutil
 import subprocess
 import sys
@@ -23,6 +21,7 @@ import time
 
 from absl import app, flags
 
+from zoo import benchmarking
 from zoo.train import run_folder
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -47,23 +46,6 @@ _ROWS = flags.DEFINE_list('rows', [], f'Rows to re-run, or "all": {", ".join(ROW
 _EXTRA = flags.DEFINE_multi_string('override', [], 'Extra --config.* flags for every row.')
 
 
-def machine() -> str:
-  """The CPU's model name, shortened: 'AMD EPYC 7B13', 'Intel Xeon' (from /proc/cpuinfo where there is one)."""
-  name = platform.processor() or platform.machine()
-  cpuinfo = pathlib.Path('/proc/cpuinfo')
-  if cpuinfo.exists():
-    found = re.search(r'^model name\s*:\s*(.+)$', cpuinfo.read_text(), re.MULTILINE)
-    name = found.group(1) if found else name
-  name = re.sub(r'\((R|TM)\)|\bCPU\b.*$|\b\d+-Core\b|\bProcessor\b', ' ', name)
-  return ' '.join(name.split())
-
-
-def commit() -> str:
-  """The checkout's short commit hash ('' outside a git checkout)."""
-  result = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=REPO, capture_output=True, text=True)
-  return result.stdout.strip()
-
-
 def run_row(row: str, overrides=()) -> dict:
   """Trains one row from scratch; returns its results entry."""
   workdir = REPO / 'runs' / 'results' / row
@@ -83,9 +65,9 @@ def run_row(row: str, overrides=()) -> dict:
     entry['test_value'] = final['test'][key]
   return {**entry,
           'epochs': config['num_epochs'] if config['num_train_steps'] <= 0 else None,
-          'wall_s': round(wall_s), 'cores': os.cpu_count(), 'machine': machine(),
+          'wall_s': round(wall_s), 'cores': os.cpu_count(), 'machine': benchmarking.cpu_name(),
           'command': ' '.join(['python', *map(str, command[1:])]).replace(str(REPO) + '/', ''),
-          'date': time.strftime('%Y-%m-%d'), 'commit': commit()}
+          'date': time.strftime('%Y-%m-%d'), 'commit': benchmarking.commit()}
 
 
 def render(entries: dict[str, dict]) -> str:

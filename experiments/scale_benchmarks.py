@@ -11,15 +11,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import pathlib
-import platform
-import subprocess
 import time
 
 import jax
 import numpy as np
 from absl import app, flags
 
-from zoo import models, tasks
+from zoo import benchmarking, models, tasks
 from zoo.models.flops import forward_flops
 from zoo.parallel import make_mesh, strategies
 from zoo.train import optim, planning
@@ -43,10 +41,7 @@ def load_config(name: str):
 
 
 def context() -> dict:
-  commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=REPO, capture_output=True, text=True).stdout
-  cpu = next((line.split(':', 1)[1].strip() for line in open('/proc/cpuinfo') if line.startswith('model name')),
-             platform.processor())
-  return {'date': time.strftime('%Y-%m-%d'), 'commit': commit.strip(), 'machine': f'{cpu}, {len(jax.devices())} device'}
+  return {**benchmarking.provenance(), 'devices': len(jax.devices())}
 
 
 def compile_depth() -> None:

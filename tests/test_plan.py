@@ -91,3 +91,4 @@ def test_search_tries_the_given_meshes_and_micro_batches_and_ranks_them(tmp_path
   assert {(tuple(sorted(row['mesh'].items())), row['microbatches']) for row in rows} == {
       (mesh, count) for mesh in [(('data', 4),), (('fsdp', 4),), (('data', 2), ('tensor', 2))] for count in (1, 2)}
   assert [row['total_bytes'] for row in rows] == sorted(row['total_bytes'] for row in rows)
+  assert rows[0]['command'].startswith('python ') and '--search' in rows[0]['command'] and rows[0]['date']

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import datetime
 import hashlib
+import os
+import pathlib
+import platform
+import re
+import shlex
+import subprocess
+import sys
 import time
 from typing import Any, Callable
 
@@ -30,6 +38,34 @@ def peak_flops(device_kind: str, dtype: str) -> float | None:
     if name.lower() in device_kind.lower():
       return peaks.get(dtype)
   return None
+
+
+def cpu_name() -> str:
+  """The CPU's model name, shortened: 'AMD EPYC 7B13', 'Intel Xeon' (from /proc/cpuinfo where there is one)."""
+  name = platform.processor() or platform.machine()
+  cpuinfo = pathlib.Path('/proc/cpuinfo')
+  if cpuinfo.exists():
+    found = re.search(r'^model name\s*:\s*(.+)$', cpuinfo.read_text(), re.MULTILINE)
+    name = found.group(1) if found else name
+  name = re.sub(r'\((R|TM)\)|\bCPU\b.*$|\b\d+-Core\b|\bProcessor\b', ' ', name)
+  return ' '.join(name.split())
+
+
+def commit() -> str:
+  """The short commit hash of the git checkout holding zoo ('' outside one, e.g. an installed wheel)."""
+  try:
+    result = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=pathlib.Path(__file__).parent,
+                            capture_output=True, text=True)
+  except OSError:  # no git
+    return ''
+  return result.stdout.strip()
+
+
+def provenance() -> dict[str, str]:
+  """What a benchmark record names: {'command': this process's command line, 'machine': 'Intel Xeon, 2 cores',
+  'date': today (ISO), 'commit': the checkout's short hash}."""
+  return {'command': shlex.join(['python', *sys.argv]), 'machine': f'{cpu_name()}, {os.cpu_count()} cores',
+          'date': datetime.date.today().isoformat(), 'commit': commit()}
 
 
 def params_fingerprint(params: Any) -> str:
