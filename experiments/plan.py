@@ -35,6 +35,10 @@ VALID = ('cpu:N (N fake CPU devices), a TPU topology GEN:AxB[xC] with GEN v4, v5
 if not platforms.has_accelerator_files():
   # Deviceless compiles touch no chip, and other processes may hold libtpu's lock file.
   os.environ.setdefault('ALLOW_MULTIPLE_LIBTPU_LOAD', '1')
+  # libtpu looks for this host's own chips at load and prints a screen of errors when it cannot name them; the
+  # topology compiled for comes from get_topology_desc, whatever these say (same figures with or without them).
+  os.environ.setdefault('TPU_ACCELERATOR_TYPE', 'v5litepod-4')
+  os.environ.setdefault('TPU_WORKER_HOSTNAMES', 'localhost')
 
 import jax  # noqa: E402
 from absl import app, flags  # noqa: E402
