@@ -40,7 +40,6 @@ from zoo.train.writers import read_metrics
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = REPO / 'experiments' / 'results.jsonl'
 DOC = REPO / 'docs' / 'pretrained.md'
-BEGIN, END = '<!-- PUBLISHED:BEGIN -->', '<!-- PUBLISHED:END -->'
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Finished run folder to publish.')
 _NAME = flags.DEFINE_string('name', None, 'Published name (letters, digits, _).')
@@ -226,9 +225,7 @@ def write_table(manifest: dict) -> None:
   total = sum(e['files']['weights']['bytes'] + e['files'].get('vocab', {}).get('bytes', 0)
               for e in manifest['weights'].values())
   lines.append(f'\nIn all {total / 1e6:.1f} MB (vocabularies included).')
-  text = DOC.read_text()
-  head, rest = text.split(BEGIN, 1)
-  DOC.write_text(head + BEGIN + '\n' + '\n'.join(lines) + '\n' + END + rest.split(END, 1)[1])
+  benchmarking.write_between_markers(DOC, 'PUBLISHED', '\n'.join(lines))
 
 
 def main(argv):

@@ -27,7 +27,6 @@ from zoo.train import run_folder
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = REPO / 'experiments' / 'results.jsonl'
 README = REPO / 'README.md'
-BEGIN, END = '<!-- RESULTS:BEGIN -->', '<!-- RESULTS:END -->'
 
 # row -> (split whose final line holds the result, metric key, how to show it, target as text, check).
 # 'eval' is the config's eval split (validation); the test result is shown beside it.
@@ -103,9 +102,7 @@ def main(argv):
     entries[row] = run_row(row, _EXTRA.value)
     RESULTS.write_text(''.join(json.dumps(entries[r]) + '\n' for r in ROWS if r in entries))
     print(json.dumps(entries[row]))
-  readme = README.read_text()
-  start, end = readme.index(BEGIN) + len(BEGIN), readme.index(END)
-  README.write_text(readme[:start] + '\n' + render(entries) + '\n' + readme[end:])
+  benchmarking.write_between_markers(README, 'RESULTS', render(entries))
 
 
 if __name__ == '__main__':

@@ -68,6 +68,15 @@ def provenance() -> dict[str, str]:
           'date': datetime.date.today().isoformat(), 'commit': commit()}
 
 
+def write_between_markers(path: pathlib.Path, name: str, text: str) -> None:
+  """Replaces what lies between `<!-- NAME:BEGIN -->` and `<!-- NAME:END -->` in the file at `path` with `text`
+  (a table a script regenerates inside hand-written documentation)."""
+  begin, end = f'<!-- {name}:BEGIN -->', f'<!-- {name}:END -->'
+  content = path.read_text()
+  head, rest = content.split(begin, 1)
+  path.write_text(head + begin + '\n' + text.strip('\n') + '\n' + end + rest.split(end, 1)[1])
+
+
 def params_fingerprint(params: Any) -> str:
   """sha256 over every leaf's path, dtype, shape and bytes: equal iff the params are bit-identical."""
   digest = hashlib.sha256()
