@@ -50,3 +50,14 @@ def test_readme_results_table_is_what_results_py_renders():
   table = readme.split('<!-- RESULTS:BEGIN -->', 1)[1].split('<!-- RESULTS:END -->', 1)[0].strip()
   assert table == rendered
   assert '| machine |' in table.splitlines()[0]
+
+
+def test_planning_table_is_what_plan_table_py_renders():
+  """experiments/plan_table.py regenerates docs/planning.md's table from the planner's committed JSON lines."""
+  code = ('import sys; sys.path.insert(0, "experiments"); import plan_table as t; '
+          'print(t.render(t.read_rows(t.PLANS), t.read_rows(t.SEARCHES)))')
+  rendered = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True, text=True, timeout=120,
+                            check=True).stdout.strip()
+  doc = (REPO / 'docs' / 'planning.md').read_text()
+  assert doc.split('<!-- PLANS:BEGIN -->', 1)[1].split('<!-- PLANS:END -->', 1)[0].strip() == rendered
+  assert rendered.count('\n') == 1 + 4 * 4, 'one row per config x topology'
