@@ -203,10 +203,13 @@ def publish(workdir: pathlib.Path, name: str, out: pathlib.Path) -> dict:
   return entry
 
 
-def _metric_text(split: str, metrics: dict) -> str:
-  if 'accuracy' in metrics:
+def _metric_text(entry: dict, split: str, metrics: dict) -> str:
+  """The entry's primary metric (the one its storage difference is measured in) on `split`."""
+  (primary, _), = entry['storage']['difference'].items()
+  if primary == 'accuracy':
     return f'{metrics["accuracy"]:.2%} {split} acc.'
-  return f'{metrics["loss"]:.3f} nats {split}'
+  unit = f'nats/{entry["preprocessing"]["token_level"]}' if entry['preprocessing'].get('language_model') else 'nats'
+  return f'{metrics["loss"]:.3f} {unit} {split}'
 
 
 def write_table(manifest: dict) -> None:
@@ -214,10 +217,10 @@ def write_table(manifest: dict) -> None:
   lines = ['| name | model | result (on the shipped file) | params | FLOPs/example | stored | size | change vs f32 |',
            '|---|---|---|---|---|---|---|---|']
   for name, entry in manifest['weights'].items():
-    results = [_metric_text(entry['split'], entry['metrics'])]
-    results += [_metric_text(split, metrics) for split, metrics in entry['other_metrics'].items()]
+    results = [_metric_text(entry, entry['split'], entry['metrics'])]
+    results += [_metric_text(entry, split, metrics) for split, metrics in entry['other_metrics'].items()]
     (metric, change), = entry['storage']['difference'].items()
-    change = f'{change * 100:+.2f} points' if metric == 'accuracy' else f'{change:+.4f} nats'
+    change = f'{change * 100:+.2f} points' if metric == 'accuracy' else f'{change:+.5f} nats'
     lines.append(f'| `{name}` | {entry["config"]["model"]["name"]} on {entry["dataset"]} | {"; ".join(results)} | '
                  f'{entry["params"]:,} | {entry["flops_per_example"]:,.0f} | {entry["storage"]["dtype"]} | '
                  f'{entry["files"]["weights"]["bytes"] / 1e6:.2f} MB | '
