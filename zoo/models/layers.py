@@ -7,12 +7,33 @@ Logical axes used by zoo models: 'conv_height', 'conv_width', 'conv_in',
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec
+
+BATCH_AXES = ('data', 'fsdp')  # the mesh axes a batch is split over (zoo.parallel.mesh shards input batches so)
+
+
+def constrain_batch(x: jax.Array) -> jax.Array:
+  """x [B, ...] with B split over the batch axes of the mesh being traced under, as the input batch is.
+
+  Without it, a layout that shards weights over 'fsdp' lets XLA gather the batch instead of the weights inside
+  the step (activations of the whole batch on every chip). A no-op outside a mesh context
+  (jax.sharding.use_abstract_mesh, which the jit strategy enters), and where B does not divide.
+  """
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty:
+    return x
+  axes = tuple(axis for axis in BATCH_AXES if axis in mesh.axis_names and mesh.shape[axis] > 1)
+  if not axes or x.shape[0] % math.prod(mesh.shape[axis] for axis in axes):
+    return x
+  return jax.lax.with_sharding_constraint(x, PartitionSpec(axes))
+
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     'relu': nn.relu, 'gelu': nn.gelu, 'tanh': nn.tanh, 'silu': nn.silu, 'elu': nn.elu,

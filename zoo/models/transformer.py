@@ -8,7 +8,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from zoo.kernels.attention import attention_weights, dot_product_attention
-from zoo.models.layers import POOLINGS, Dropout, Pool, dense, maybe_remat, norm_param_init, perturbation_point
+from zoo.models.layers import (
+  POOLINGS,
+  Dropout,
+  Pool,
+  constrain_batch,
+  dense,
+  maybe_remat,
+  norm_param_init,
+  perturbation_point,
+)
 
 
 def sinusoidal_positions(length: int, dim: int) -> np.ndarray:
@@ -78,6 +87,7 @@ class EncoderBlock(nn.Module):
     """x: f32[B, T, D], valid: bool[B, T] -> f32[B, T, D]. (train may be positional, for nn.remat.)"""
     attention = MultiHeadSelfAttention(num_heads=self.num_heads, dropout_rate=self.dropout_rate, causal=self.causal,
                                        directional=self.directional, attention=self.attention)
+    x = constrain_batch(x)
     x = x + attention(layer_norm()(x), valid, train=train)
     y = nn.gelu(dense(self.d_ff, ('embed', 'mlp'))(layer_norm()(x)))
     y = Dropout(self.dropout_rate, deterministic=not train)(y)

@@ -20,9 +20,9 @@ from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from zoo.errors import ConfigError
+from zoo.models.layers import BATCH_AXES
 
 MESH_AXES = ('data', 'fsdp', 'tensor')
-BATCH_AXES = ('data', 'fsdp')
 
 # Logical param axis -> mesh axis (or axes, or None for replicated). The
 # defaults give FSDP on the model dimension ('embed', conv inputs) and Megatron

@@ -42,10 +42,18 @@ class JitStrategy:
               compiler_options: dict[str, str] | None = None) -> tuple[Callable, Callable]:
     """jit-compiled (train, eval); the train state is donated and stays sharded."""
     batch = batch_sharding(self.mesh)
-    train = jax.jit(train_fn, in_shardings=(self.state_shardings, batch), out_shardings=(self.state_shardings, None),
-                    donate_argnums=0, compiler_options=compiler_options)
-    evaluate = jax.jit(eval_fn, in_shardings=(self.state_shardings, batch), compiler_options=compiler_options)
+    train = jax.jit(self._under_mesh(train_fn), in_shardings=(self.state_shardings, batch),
+                    out_shardings=(self.state_shardings, None), donate_argnums=0, compiler_options=compiler_options)
+    evaluate = jax.jit(self._under_mesh(eval_fn), in_shardings=(self.state_shardings, batch),
+                       compiler_options=compiler_options)
     return train, evaluate
+
+  def _under_mesh(self, fn: Callable) -> Callable:
+    """fn traced under the mesh, so the models' activation constraints (zoo.models.layers.constrain_batch) see it."""
+    def traced(*args):
+      with jax.sharding.use_abstract_mesh(self.mesh.abstract_mesh):
+        return fn(*args)
+    return traced
 
   def put_batch(self, local_batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
     """This process's rows [B/P, ...] -> a global batch [B, ...] split over the batch axes."""
