@@ -83,7 +83,7 @@ def test_cpu_devices_and_one_line_errors():
 
 def test_search_tries_the_given_meshes_and_micro_batches_and_ranks_them(tmp_path):
   out = tmp_path / 'plans.jsonl'
-  result = plan_cli('--config=mnist_cnn', '--topology=cpu:4', '--search', '--meshes=data:4 fsdp:4 data:2,tensor:2',
+  result = plan_cli('--config=mnist_mlp', '--topology=cpu:4', '--search', '--meshes=data:4 fsdp:4 data:2,tensor:2',
                     '--microbatches=1,2', f'--output={out}')
   assert result.returncode == 0, result.stderr[-2000:]
   assert '6 layouts fit; best first:' in result.stdout
